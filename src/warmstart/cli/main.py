@@ -1,0 +1,367 @@
+"""`warmstart` CLI: fit, recommend, similar, info and a demo. Errors print one clear line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from warmstart.cli.data_options import DataSpec
+from warmstart.errors import WarmstartError
+from warmstart.models import MODELS, Recommendations, Recommender, model_class
+from warmstart.text import ENCODER_NAMES
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Cold-start recommendation with pretrained language models.",
+)
+out = Console()
+err = Console(stderr=True)
+
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="built-in dataset: ml-100k, citeulike-a")
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="folder with the datasets (else $WARMSTART_DATA, else ../shared/datasets)",
+    ),
+]
+InteractionsOpt = Annotated[
+    Path | None, typer.Option("--interactions", help="your interactions file")
+]
+ItemsOpt = Annotated[
+    Path | None, typer.Option("--items", help="your items file (id + text columns)")
+]
+UsersOpt = Annotated[
+    Path | None, typer.Option("--users", help="your users file (id + text columns)")
+]
+UserColOpt = Annotated[str, typer.Option("--user-col", help="user id column")]
+ItemColOpt = Annotated[str, typer.Option("--item-col", help="item id column")]
+RatingColOpt = Annotated[str | None, typer.Option("--rating-col", help="rating or weight column")]
+MinRatingOpt = Annotated[float | None, typer.Option("--min-rating", help="drop ratings below this")]
+TimestampColOpt = Annotated[str | None, typer.Option("--timestamp-col", help="timestamp column")]
+ItemTextOpt = Annotated[
+    str | None, typer.Option("--item-text", help='item text template, e.g. "{title}. {plot}"')
+]
+UserTextOpt = Annotated[str | None, typer.Option("--user-text", help="user text template")]
+EncoderOpt = Annotated[
+    str, typer.Option("--encoder", help=f"text encoder: {'|'.join(ENCODER_NAMES)}")
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="embedding cache (else $WARMSTART_CACHE_DIR or ~/.cache)"),
+]
+KOpt = Annotated[int, typer.Option("--k", min=1, max=1000, help="how many items")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table|json")]
+ModelNameOpt = Annotated[str, typer.Option("--model-name", help=f"model: {', '.join(MODELS)}")]
+
+
+def _spec(**kw: Any) -> DataSpec:
+    return DataSpec(**kw)
+
+
+def _build(name: str, encoder: str, cache_dir: Path | None) -> Recommender:
+    klass = model_class(name)
+    params: dict[str, Any] = {}
+    if "encoder" in klass.Config.model_fields:
+        params["encoder"] = encoder
+        return klass(cache_dir=cache_dir, **params)
+    return klass(**params)
+
+
+def _fit(spec: DataSpec, name: str, encoder: str, cache_dir: Path | None) -> Recommender:
+    dataset = spec.load()
+    err.print(
+        f"[dim]{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+        f"{dataset.n_interactions:,} interactions; fitting {name} ({encoder} encoder)...[/dim]"
+    )
+    start = time.perf_counter()
+    model = _build(name, encoder, cache_dir).fit(dataset)
+    err.print(f"[dim]fitted in {time.perf_counter() - start:.1f} s[/dim]")
+    return model
+
+
+def _model_or_fit(
+    model_dir: Path | None, spec: DataSpec, name: str, encoder: str, cache_dir: Path | None
+) -> Recommender:
+    if model_dir is not None:
+        if spec.given:
+            raise ValueError("give either --model DIR or data (--dataset/--interactions), not both")
+        model = Recommender.load(model_dir)
+        if cache_dir is not None and hasattr(model, "cache_dir"):
+            model.cache_dir = cache_dir
+        return model
+    if not spec.given:
+        raise ValueError(
+            "give --model DIR (a fitted model) or --dataset NAME / --interactions FILE"
+        )
+    return _fit(spec, name, encoder, cache_dir)
+
+
+def _rows(model: Recommender, recs: Recommendations, i: int, explain: Any) -> list[dict[str, Any]]:
+    cat = model.catalogue
+    rows = []
+    for item, item_id, score in zip(recs.items[i], recs.item_ids[i], recs.scores[i], strict=True):
+        if item < 0:
+            continue
+        rows.append(
+            {
+                "item_id": item_id.item() if isinstance(item_id, np.generic) else item_id,
+                "title": cat.titles[item],
+                "score": round(float(score), 4),
+                "explanation": explain(item_id) if explain else None,
+            }
+        )
+    return rows
+
+
+def _print(rows: list[dict[str, Any]], fmt: str, title: str, key: str = "recommendations") -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps({key: rows}, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    if any(r.get("explanation") for r in rows):
+        table.add_column("why", style="dim", max_width=60)
+    for n, r in enumerate(rows, 1):
+        cells = [str(n), str(r["item_id"]), r["title"], f"{r['score']:.3f}"]
+        if r.get("explanation"):
+            cells.append(r["explanation"])
+        table.add_row(*cells)
+    out.print(table)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise ValueError(f"--format must be table or json, not {fmt!r}")
+
+
+@app.command()
+def fit(
+    output: Annotated[Path, typer.Option("--output", help="folder to write the model to")],
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    users: UsersOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    min_rating: MinRatingOpt = None,
+    timestamp_col: TimestampColOpt = None,
+    item_text: ItemTextOpt = None,
+    user_text: UserTextOpt = None,
+    model_name: ModelNameOpt = "warmstart",
+    encoder: EncoderOpt = "default",
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Fit a model and save it to --output."""
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
+        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
+        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
+    )  # fmt: skip
+    model = _fit(spec, model_name, encoder, cache_dir)
+    model.save(output)
+    out.print(f"saved {model.name} model to {output}")
+
+
+@app.command()
+def recommend(
+    dataset: DatasetOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="a folder written by `warmstart fit`")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="a user id from the data")] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="free text describing a new user")
+    ] = None,
+    liked: Annotated[
+        str | None, typer.Option("--liked", help="comma-separated item ids a new user liked")
+    ] = None,
+    k: KOpt = 10,
+    fmt: FormatOpt = "table",
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="allow items the user has seen")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    users: UsersOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    timestamp_col: TimestampColOpt = None,
+    item_text: ItemTextOpt = None,
+    user_text: UserTextOpt = None,
+    model_name: ModelNameOpt = "warmstart",
+    encoder: EncoderOpt = "default",
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Recommend for a user in the data (--user) or a new one (--profile TEXT and/or --liked IDS)."""
+    _check_format(fmt)
+    if (user is None) == (profile is None and liked is None):
+        raise ValueError("give either --user ID, or --profile TEXT and/or --liked ID,ID,...")
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
+        user_col=user_col, item_col=item_col, rating_col=rating_col, timestamp_col=timestamp_col,
+        item_text=item_text, user_text=user_text,
+    )  # fmt: skip
+    rec = _model_or_fit(model, spec, model_name, encoder, cache_dir)
+    if user is not None:
+        recs = rec.recommend([user], k=k, exclude_seen=not include_seen)
+        rows = _rows(rec, recs, 0, lambda iid: rec.explain(user, iid).summary())
+        title = f"top {k} for user {user} ({recs.routes[0]})"
+    else:
+        from warmstart.models import Profile
+
+        liked_ids = [s.strip() for s in liked.split(",") if s.strip()] if liked else None
+        prof = Profile(text=profile, item_ids=liked_ids)
+        recs = rec.recommend_for_profiles([prof], k=k, exclude_seen=not include_seen)
+        rows = _rows(rec, recs, 0, lambda iid: rec.explain_profile(prof, iid).summary())
+        title = f"top {k} for a new user: {profile or liked!r}"
+    _print(rows, fmt, title)
+
+
+@app.command()
+def similar(
+    dataset: DatasetOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="a folder written by `warmstart fit`")
+    ] = None,
+    item: Annotated[str | None, typer.Option("--item", help="an item id")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="a description of an item")] = None,
+    k: KOpt = 10,
+    fmt: FormatOpt = "table",
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    item_text: ItemTextOpt = None,
+    model_name: ModelNameOpt = "warmstart",
+    encoder: EncoderOpt = "default",
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Items most similar to an item (--item ID) or to a description of a new one (--text)."""
+    _check_format(fmt)
+    if (item is None) == (text is None):
+        raise ValueError("give exactly one of --item ID or --text TEXT")
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items,
+        user_col=user_col, item_col=item_col, item_text=item_text,
+    )  # fmt: skip
+    rec = _model_or_fit(model, spec, model_name, encoder, cache_dir)
+    if item is not None:
+        recs = rec.similar_items(item_ids=[item], k=k)
+    else:
+        recs = rec.similar_items(text=[text or ""], k=k)
+    _print(_rows(rec, recs, 0, None), fmt, f"similar to {item or text!r}", key="items")
+
+
+@app.command()
+def info(
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    users: UsersOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    timestamp_col: TimestampColOpt = None,
+    item_text: ItemTextOpt = None,
+    user_text: UserTextOpt = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Statistics of a dataset and what cleaning did to it."""
+    _check_format(fmt)
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
+        user_col=user_col, item_col=item_col, rating_col=rating_col, timestamp_col=timestamp_col,
+        item_text=item_text, user_text=user_text,
+    )  # fmt: skip
+    ds = spec.load()
+    uc, ic = ds.user_counts(), ds.item_counts()
+    stats: dict[str, Any] = {
+        "dataset": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "density": round(ds.n_interactions / max(1, ds.n_users * ds.n_items), 6),
+        "has_ratings": ds.has_ratings,
+        "has_timestamps": ds.timestamps is not None,
+        "users_without_interactions": int((uc == 0).sum()),
+        "items_without_interactions": int((ic == 0).sum()),
+        "median_interactions_per_user": float(np.median(uc)),
+        "median_interactions_per_item": float(np.median(ic)),
+        "item_text_template": ds.item_template,
+        "user_text_template": ds.user_template,
+        "example_item_text": next((t for t in ds.item_text if t), None),
+        "example_user_text": next((t for t in ds.user_text if t), None),
+        "load_report": ds.report.to_dict(),
+    }
+    if fmt == "json":
+        sys.stdout.write(json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=f"dataset {ds.name}", title_justify="left", show_header=False)
+    for key, value in stats.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheOpt = None,
+    k: KOpt = 8,
+) -> None:
+    """Fit on ML-100K and show cold users (English, Chinese), a warm user, a new item, an explanation."""
+    from warmstart.cli.demo import run_demo
+
+    run_demo(out, data_dir=data_dir, cache_dir=cache_dir, k=k)
+
+
+def main() -> None:
+    """Console entry point: turn expected errors into one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except (WarmstartError, ValueError, KeyError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

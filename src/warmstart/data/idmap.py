@@ -1,0 +1,98 @@
+"""External <-> internal id maps. External ids stay as given (str or int); internal ids are dense 0..n-1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from warmstart.errors import DataError, UnknownIdError
+
+
+class IdMap:
+    """An immutable, ordered set of external ids; position = internal id."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self, external: Sequence[Any] | np.ndarray | pd.Index) -> None:
+        index = pd.Index(external)
+        if index.has_duplicates:
+            dup = index[index.duplicated()][0]
+            raise DataError(f"duplicate id {dup!r} in id map")
+        self._index = index
+
+    @property
+    def external(self) -> np.ndarray:
+        return self._index.to_numpy()
+
+    @property
+    def is_integer(self) -> bool:
+        return pd.api.types.is_integer_dtype(self._index.dtype)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, external_id: object) -> bool:
+        return bool(self.lookup([external_id])[0] >= 0)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and self._index.equals(other._index)
+
+    def __hash__(
+        self,
+    ) -> int:  # ids maps are values; hash by content size (cheap, consistent with eq)
+        return hash(len(self._index))
+
+    def _coerce(self, ids: Iterable[Any]) -> list[Any]:
+        """Let '42' find 42 in an integer map (ids typed on a command line are strings)."""
+        values = list(ids)
+        if self.is_integer:
+            out: list[Any] = []
+            for v in values:
+                digits = isinstance(v, str) and v.strip().lstrip("-").isdigit()
+                if digits or isinstance(v, (np.integer, int)):
+                    out.append(int(v))
+                else:
+                    out.append(v)
+            return out
+        return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+    def lookup(self, ids: Iterable[Any]) -> np.ndarray:
+        """Internal ids for `ids`, -1 where unknown."""
+        values = self._coerce(ids)
+        if not values:
+            return np.empty(0, dtype=np.int64)
+        try:
+            pos = self._index.get_indexer(pd.Index(values, dtype=object))
+        except TypeError:
+            pos = np.array([self._index.get_loc(v) if v in self._index else -1 for v in values])
+        return np.asarray(pos, dtype=np.int64)
+
+    def to_internal(self, ids: Iterable[Any], *, kind: str = "id") -> np.ndarray:
+        """Internal ids for `ids`; raises UnknownIdError naming the first unknown one."""
+        values = list(ids)
+        pos = self.lookup(values)
+        missing = np.flatnonzero(pos < 0)
+        if missing.size:
+            raise UnknownIdError(
+                f"unknown {kind} {values[missing[0]]!r}"
+                + (f" (and {missing.size - 1} more)" if missing.size > 1 else "")
+            )
+        return pos
+
+    def to_external(self, internal: Iterable[int] | np.ndarray) -> np.ndarray:
+        return self._index.to_numpy()[np.asarray(internal, dtype=np.int64)]
+
+    def extend(self, new_ids: Iterable[Any]) -> IdMap:
+        """A new map with the ids not already present appended, in order."""
+        values = self._coerce(new_ids)
+        fresh = [v for v, p in zip(values, self.lookup(values), strict=True) if p < 0]
+        fresh = list(dict.fromkeys(fresh))
+        if not fresh:
+            return self
+        return IdMap(self._index.append(pd.Index(fresh)))
+
+    def to_list(self) -> list[Any]:
+        return [v.item() if isinstance(v, np.generic) else v for v in self._index.to_numpy()]

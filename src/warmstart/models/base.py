@@ -1,0 +1,454 @@
+"""The Recommender base class: one place that routes warm, cold and anonymous requests.
+
+Subclasses implement scoring hooks on internal ids; the base class does id mapping, routing,
+exclusion of seen items, top-k, explanations and safe persistence, so every model behaves the
+same way at its edges.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+
+from warmstart import __version__
+from warmstart._io import replace_dir, write_json, write_npz
+from warmstart.data.dataset import Dataset
+from warmstart.errors import ModelFormatError, NotFittedError
+from warmstart.index.exact import topk
+from warmstart.models.catalogue import Catalogue
+
+FORMAT_VERSION = 1
+R = TypeVar("R", bound="Recommender")
+
+ROUTE_WARM = "warm"  # user with training interactions
+ROUTE_COLD = "cold"  # known user without interactions, served by the model from its profile
+ROUTE_FALLBACK = "fallback"  # known user the model cannot serve: popularity
+ROUTE_PROFILE = "profile"  # a user described at request time
+
+
+class ModelConfig(BaseModel):
+    """Strict base for model configs: unknown keys are errors, and configs round-trip via JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user who is not in the data: free text, attributes rendered with the user template, or items."""
+
+    text: str | None = None
+    attributes: Mapping[str, Any] | None = None
+    item_ids: Sequence[Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProfileQuery:
+    """A Profile resolved against the catalogue: what scoring hooks receive."""
+
+    text: str | None
+    attribute_text: str | None
+    items: np.ndarray  # internal ids of the items the visitor named
+
+    @property
+    def user_text(self) -> str | None:
+        """Everything the visitor said about themselves, as one text."""
+        parts = [p for p in (self.attribute_text, self.text) if p]
+        return ". ".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k for a batch of queries: internal and external item ids, scores, and how each was routed."""
+
+    items: np.ndarray  # (batch, k) internal ids, -1 where fewer than k items were available
+    item_ids: np.ndarray  # (batch, k) external ids (object), None where padded
+    scores: np.ndarray  # (batch, k) float32, -inf where padded
+    routes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def row(self, i: int) -> list[tuple[Any, float]]:
+        """Recommendations of query i as (external item id, score) pairs, best first."""
+        keep = self.items[i] >= 0
+        return [
+            (_plain(iid), float(s))
+            for iid, s in zip(self.item_ids[i][keep], self.scores[i][keep], strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an item was recommended: the user's items or text nearest to it, and the blend weights."""
+
+    item_id: Any
+    score: float
+    neighbours: tuple[tuple[Any, str, float], ...] = ()  # (item id, title, similarity)
+    text_similarity: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def summary(self) -> str:
+        parts: list[str] = []
+        if self.neighbours:
+            names = ", ".join(f"{title!r} ({sim:.2f})" for _, title, sim in self.neighbours)
+            parts.append(f"similar to what you liked: {names}")
+        if self.text_similarity is not None:
+            parts.append(f"matches your description (text similarity {self.text_similarity:.2f})")
+        parts.extend(self.notes)
+        return "; ".join(parts) if parts else "popular with users overall"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": _plain(self.item_id),
+            "score": self.score,
+            "neighbours": [
+                {"item_id": _plain(i), "title": t, "similarity": s} for i, t, s in self.neighbours
+            ],
+            "text_similarity": self.text_similarity,
+            "notes": list(self.notes),
+            "summary": self.summary(),
+        }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Recommender(ABC):
+    """Base class for every model. Batch-first: `recommend` takes many users; scalars are sugar.
+
+    Class attributes declare what a model can serve; the base class routes each request:
+    warm users to `_score_users`, cold users (known, no interactions) to `_score_users` when
+    `serves_cold_users`, else to popularity, and visitors to `_score_profiles`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]]
+    serves_warm_users: ClassVar[bool] = True
+    serves_cold_users: ClassVar[bool] = False
+    serves_cold_items: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.config = self.Config(**params)
+        self._catalogue: Catalogue | None = None
+        self._popularity: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self: R, dataset: Dataset) -> R:
+        """Learn from `dataset`; returns self."""
+        catalogue = Catalogue.from_dataset(dataset)
+        self._fit(dataset, catalogue)
+        self._catalogue = catalogue
+        self._popularity = self._popularity_from(catalogue)
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None: ...
+
+    @staticmethod
+    def _popularity_from(catalogue: Catalogue) -> np.ndarray:
+        return np.log1p(catalogue.item_counts().astype(np.float32))
+
+    @property
+    def catalogue(self) -> Catalogue:
+        if self._catalogue is None:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call fit(dataset) or load(dir)"
+            )
+        return self._catalogue
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._catalogue is not None
+
+    # ---- scoring hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Scores (len(users), n_items) for known users, by internal id."""
+
+    def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
+        """Scores for visitors. Default: popularity (models override to use items or text)."""
+        return np.tile(self._pop(), (len(queries), 1))
+
+    def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
+        """Similarity of `item` to `others`, used by explanations. Default: co-occurrence cosine."""
+        cols = self.catalogue.seen.T.tocsr().astype(np.float32)
+        cols.data[:] = 1.0
+        norms = np.sqrt(np.asarray(cols.multiply(cols).sum(axis=1)).ravel()) + 1e-9
+        sims = np.asarray((cols[others] @ cols[item].T).todense()).ravel()
+        return sims / (norms[others] * norms[item])
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        """Item-to-item scores (len(items), n_items). Default: co-occurrence cosine."""
+        cols = self.catalogue.seen.T.tocsr().astype(np.float32)
+        cols.data[:] = 1.0
+        norms = np.sqrt(np.asarray(cols.multiply(cols).sum(axis=1)).ravel()) + 1e-9
+        sims = np.asarray((cols[items] @ cols.T).todense())
+        return sims / (norms[items][:, None] * norms[None, :])
+
+    def _score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Item scores for free text queries (similar_items by text). Needs a text-aware model."""
+        raise NotImplementedError(f"{self.name} does not use text; use a text-aware model")
+
+    def _pop(self) -> np.ndarray:
+        if self._popularity is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted")
+        return self._popularity
+
+    # ---- public API ----------------------------------------------------------------------
+    def recommend(
+        self, user_ids: Sequence[Any], k: int = 10, exclude_seen: bool = True
+    ) -> Recommendations:
+        """Top-k for known users (batch). Users without interactions are routed to the cold path."""
+        cat = self.catalogue
+        _check_k(k)
+        users = cat.user_ids.to_internal(list(user_ids), kind="user id")
+        counts = cat.user_counts()[users]
+        routes = np.where(
+            counts > 0, ROUTE_WARM, ROUTE_COLD if self.serves_cold_users else ROUTE_FALLBACK
+        )
+        scores = np.empty((len(users), cat.n_items), dtype=np.float32)
+        model_rows = routes != ROUTE_FALLBACK
+        if model_rows.any():
+            scores[model_rows] = self._score_users(users[model_rows])
+        if (~model_rows).any():
+            scores[~model_rows] = self._pop()
+        exclude = cat.seen[users] if exclude_seen else None
+        return self._finish(scores, k, exclude, tuple(str(r) for r in routes))
+
+    def recommend_one(
+        self, user_id: Any, k: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[Any, float]]:
+        """Scalar convenience over `recommend`."""
+        return self.recommend([user_id], k=k, exclude_seen=exclude_seen).row(0)
+
+    def recommend_for_profiles(
+        self, profiles: Sequence[Profile], k: int = 10, exclude_seen: bool = True
+    ) -> Recommendations:
+        """Top-k for visitors who are not in the data (batch)."""
+        _check_k(k)
+        queries = [self._resolve(p) for p in profiles]
+        scores = np.asarray(self._score_profiles(queries), dtype=np.float32)
+        exclude = None
+        if exclude_seen:
+            rows = np.repeat(np.arange(len(queries)), [len(q.items) for q in queries])
+            cols = np.concatenate([q.items for q in queries]) if queries else np.empty(0, int)
+            exclude = sp.csr_matrix(
+                (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                shape=(len(queries), self.catalogue.n_items),
+            )
+        return self._finish(scores, k, exclude, (ROUTE_PROFILE,) * len(queries))
+
+    def recommend_for_profile(
+        self,
+        text: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        item_ids: Sequence[Any] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> list[tuple[Any, float]]:
+        """Scalar convenience: top-k for one visitor described by text, attributes and/or items."""
+        profile = Profile(text=text, attributes=attributes, item_ids=item_ids)
+        return self.recommend_for_profiles([profile], k=k, exclude_seen=exclude_seen).row(0)
+
+    def similar_items(
+        self, item_ids: Sequence[Any] | None = None, text: Sequence[str] | None = None, k: int = 10
+    ) -> Recommendations:
+        """Items most similar to each given item (excluding itself), or to each free-text description."""
+        _check_k(k)
+        cat = self.catalogue
+        if (item_ids is None) == (text is None):
+            raise ValueError("give exactly one of item_ids or text")
+        if item_ids is not None:
+            items = cat.item_ids.to_internal(list(item_ids), kind="item id")
+            scores = self._similar_scores(items)
+            exclude = sp.csr_matrix(
+                (np.ones(len(items), dtype=np.float32), (np.arange(len(items)), items)),
+                shape=(len(items), cat.n_items),
+            )
+            return self._finish(scores, k, exclude, ("item",) * len(items))
+        texts = list(text or [])
+        return self._finish(self._score_texts(texts), k, None, ("text",) * len(texts))
+
+    def explain(self, user_id: Any, item_id: Any, *, n_neighbours: int = 3) -> Explanation:
+        """What drove `item_id`'s score for `user_id`: their nearest items, and model-specific notes."""
+        cat = self.catalogue
+        user = int(cat.user_ids.to_internal([user_id], kind="user id")[0])
+        item = int(cat.item_ids.to_internal([item_id], kind="item id")[0])
+        history = cat.seen[user].indices
+        if history.size or self.serves_cold_users:
+            score = float(self._score_users(np.array([user]))[0, item])
+        else:
+            score = float(self._pop()[item])
+        # A warm user's history explains the score; their own text only when it is all we have.
+        user_text = cat.user_text[user] if history.size == 0 else None
+        return self._explain(item, history, score, user_text, None, n_neighbours)
+
+    def explain_profile(
+        self, profile: Profile, item_id: Any, *, n_neighbours: int = 3
+    ) -> Explanation:
+        """Explanation for a visitor (see `recommend_for_profiles`)."""
+        query = self._resolve(profile)
+        item = int(self.catalogue.item_ids.to_internal([item_id], kind="item id")[0])
+        score = float(self._score_profiles([query])[0, item])
+        return self._explain(item, query.items, score, query.user_text, query.text, n_neighbours)
+
+    def _explain(
+        self,
+        item: int,
+        history: np.ndarray,
+        score: float,
+        user_text: str | None,
+        free_text: str | None,
+        n_neighbours: int,
+    ) -> Explanation:
+        cat = self.catalogue
+        neighbours: tuple[tuple[Any, str, float], ...] = ()
+        if history.size:
+            sims = self._item_similarity(item, history)
+            order = np.argsort(-sims, kind="stable")[:n_neighbours]
+            neighbours = tuple(
+                (
+                    _plain(cat.item_ids.to_external([history[j]])[0]),
+                    cat.titles[history[j]],
+                    float(sims[j]),
+                )
+                for j in order
+                if sims[j] > 0
+            )
+        notes = tuple(self._explain_notes(item, history))
+        return Explanation(
+            item_id=_plain(cat.item_ids.to_external([item])[0]),
+            score=score,
+            neighbours=neighbours,
+            text_similarity=self._text_similarity(free_text or user_text, item),
+            notes=notes,
+        )
+
+    def _text_similarity(self, text: str | None, item: int) -> float | None:
+        return None
+
+    def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
+        return []
+
+    def add_items(
+        self,
+        item_ids: Sequence[Any],
+        texts: Sequence[str | None] | None = None,
+        attributes: Sequence[Mapping[str, Any]] | None = None,
+        titles: Sequence[str | None] | None = None,
+    ) -> None:
+        """Make new items recommendable at once, without refitting (text-aware models)."""
+        raise NotImplementedError(
+            f"{self.name} cannot score items without interactions; use the 'warmstart' or "
+            "'content-knn' model, or refit"
+        )
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _resolve(self, profile: Profile) -> ProfileQuery:
+        cat = self.catalogue
+        items = (
+            cat.item_ids.to_internal(list(profile.item_ids), kind="item id")
+            if profile.item_ids
+            else np.empty(0, dtype=np.int64)
+        )
+        attribute_text = None
+        if profile.attributes:
+            if not cat.user_template:
+                raise ValueError(
+                    "this model's data had no user template, so attributes cannot be turned into "
+                    "text; pass text= instead"
+                )
+            from warmstart.data.templates import TextTemplate
+
+            attribute_text = TextTemplate(cat.user_template).render(profile.attributes)
+        text = profile.text.strip() if profile.text and profile.text.strip() else None
+        return ProfileQuery(text=text, attribute_text=attribute_text, items=np.unique(items))
+
+    def _finish(
+        self, scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, routes: tuple[str, ...]
+    ) -> Recommendations:
+        items, top = topk(scores, k, exclude)
+        external = np.empty(items.shape, dtype=object)
+        valid = items >= 0
+        external[valid] = self.catalogue.item_ids.to_external(items[valid])
+        return Recommendations(items=items, item_ids=external, scores=top, routes=routes)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with the config and catalogue, restore the fitted model exactly."""
+        return {}
+
+    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
+        """Inverse of `_state`."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model to `directory` (JSON + npz, no pickle); replaces it only when complete."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            write_json(
+                tmp / "model.json",
+                {
+                    "format_version": FORMAT_VERSION,
+                    "model": self.name,
+                    "config": self.config.model_dump(mode="json"),
+                    "warmstart_version": __version__,
+                },
+            )
+            write_npz(tmp / "state.npz", **self._state())
+            self.catalogue.save(tmp)
+            replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Recommender:
+        """Load any saved model; `Recommender.load` picks the class named in model.json."""
+        from warmstart.models.registry import model_class
+
+        directory = Path(directory)
+        meta_path = directory / "model.json"
+        if not meta_path.is_file():
+            raise ModelFormatError(f"{directory} is not a saved warmstart model (no model.json)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{meta_path}: format version {meta.get('format_version')!r}, this warmstart reads "
+                f"{FORMAT_VERSION}; refit the model with this version"
+            )
+        klass = model_class(str(meta.get("model")))
+        if cls is not Recommender and not issubclass(klass, cls):
+            raise ModelFormatError(f"{directory} holds a {klass.__name__}, not a {cls.__name__}")
+        model = klass(**meta["config"])
+        with np.load(directory / "state.npz", allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        model._catalogue = Catalogue.load(directory)
+        model._popularity = model._popularity_from(model._catalogue)
+        model._set_state(arrays)
+        return model
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -1,0 +1,128 @@
+"""What a fitted model needs to answer requests: id maps, item labels and text, and who saw what.
+
+Kept apart from the algorithms' arrays so a model does not own or mutate the training Dataset,
+and so a saved model can serve on its own (`warmstart recommend --model DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from warmstart._io import write_json, write_npz
+from warmstart.data.dataset import Dataset
+from warmstart.data.idmap import IdMap
+from warmstart.errors import ModelFormatError
+
+
+@dataclass(frozen=True, eq=False)
+class Catalogue:
+    user_ids: IdMap
+    item_ids: IdMap
+    seen: sp.csr_matrix  # users x items, interaction weights of the training data
+    item_text: tuple[str, ...]
+    user_text: tuple[str | None, ...]
+    titles: tuple[str, ...]
+    item_template: str | None = None
+    user_template: str | None = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> Catalogue:
+        seen = dataset.matrix()
+        seen.sum_duplicates()
+        return cls(
+            user_ids=dataset.user_ids,
+            item_ids=dataset.item_ids,
+            seen=seen,
+            item_text=tuple(dataset.item_texts()),
+            user_text=tuple(dataset.user_texts()),
+            titles=tuple(dataset.item_title(i) for i in range(dataset.n_items)),
+            item_template=dataset.item_template,
+            user_template=dataset.user_template,
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_counts(self) -> np.ndarray:
+        return np.diff(self.seen.indptr)
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.seen.indices, minlength=self.n_items)
+
+    def with_new_items(self, ids: list[Any], texts: list[str], titles: list[str]) -> Catalogue:
+        """A catalogue with items appended (no interactions yet)."""
+        item_ids = self.item_ids.extend(ids)
+        n_new = len(item_ids) - self.n_items
+        seen = sp.csr_matrix(
+            (self.seen.data, self.seen.indices, self.seen.indptr),
+            shape=(self.n_users, self.n_items + n_new),
+        )
+        return replace(
+            self,
+            item_ids=item_ids,
+            seen=seen,
+            item_text=self.item_text + tuple(texts),
+            titles=self.titles + tuple(titles),
+        )
+
+    def save(self, directory: Path) -> None:
+        seen = self.seen.tocsr()
+        write_npz(
+            directory / "catalogue.npz",
+            indptr=seen.indptr.astype(np.int64),
+            indices=seen.indices.astype(np.int32),
+            data=seen.data.astype(np.float32),
+            shape=np.asarray(seen.shape, dtype=np.int64),
+        )
+        write_json(
+            directory / "catalogue.json",
+            {
+                "user_ids": self.user_ids.to_list(),
+                "item_ids": self.item_ids.to_list(),
+                "item_text": list(self.item_text),
+                "user_text": list(self.user_text),
+                "titles": list(self.titles),
+                "item_template": self.item_template,
+                "user_template": self.user_template,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Catalogue:
+        try:
+            meta = json.loads((directory / "catalogue.json").read_text(encoding="utf-8"))
+            with np.load(directory / "catalogue.npz", allow_pickle=False) as z:
+                shape = tuple(int(x) for x in z["shape"])
+                seen = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelFormatError(
+                f"{directory}: cannot read the model's catalogue: {exc}"
+            ) from exc
+        return cls(
+            user_ids=IdMap(_ids(meta["user_ids"])),
+            item_ids=IdMap(_ids(meta["item_ids"])),
+            seen=seen,
+            item_text=tuple(meta["item_text"]),
+            user_text=tuple(meta["user_text"]),
+            titles=tuple(meta["titles"]),
+            item_template=meta.get("item_template"),
+            user_template=meta.get("user_template"),
+        )
+
+
+def _ids(values: list[Any]) -> np.ndarray:
+    """Rebuild an id array with the dtype the ids had: int64 when all are ints, else object."""
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=object)

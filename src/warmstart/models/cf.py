@@ -1,0 +1,153 @@
+"""Collaborative filtering with `implicit` (ALS; BPR as an option), and ALS fold-in for new users."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from warmstart.data.dataset import Dataset
+from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
+from warmstart.models.catalogue import Catalogue
+
+
+class CFConfig(ModelConfig):
+    """Matrix-factorisation settings shared by `als` and the warmstart hybrid."""
+
+    algorithm: Literal["als", "bpr"] = "als"
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0  # ALS confidence = 1 + alpha * weight (Hu, Koren & Volinsky 2008)
+    iterations: int = 15
+    learning_rate: float = 0.01  # BPR only
+    bpr_iterations: int = 100
+    binarize: bool = False  # treat every interaction as weight 1 (e.g. ratings as plain "seen")
+    seed: int = 0
+    num_threads: int = 0
+
+
+def confidence_matrix(matrix: sp.csr_matrix, cfg: CFConfig) -> sp.csr_matrix:
+    """Interaction weights -> ALS confidences 1 + alpha*w (BPR uses the binary pattern)."""
+    conf = matrix.tocsr().astype(np.float32, copy=True)
+    conf.eliminate_zeros()
+    if cfg.binarize or cfg.algorithm == "bpr":
+        conf.data[:] = 1.0
+    if cfg.algorithm == "als":
+        conf.data = 1.0 + cfg.alpha * conf.data
+    return conf
+
+
+def fit_factors(matrix: sp.csr_matrix, cfg: CFConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Fit user and item factors on a users x items weight matrix."""
+    conf = confidence_matrix(matrix, cfg)
+    # implicit runs its own threads; a multi-threaded BLAS underneath only slows it down.
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if cfg.algorithm == "als":
+            from implicit.cpu.als import AlternatingLeastSquares
+
+            model = AlternatingLeastSquares(
+                factors=cfg.factors,
+                regularization=cfg.regularization,
+                alpha=1.0,
+                iterations=cfg.iterations,
+                random_state=cfg.seed,
+                num_threads=cfg.num_threads,
+            )
+        else:
+            from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+            model = BayesianPersonalizedRanking(
+                factors=cfg.factors,
+                learning_rate=cfg.learning_rate,
+                regularization=cfg.regularization,
+                iterations=cfg.bpr_iterations,
+                random_state=cfg.seed,
+                num_threads=cfg.num_threads,
+            )
+        model.fit(conf, show_progress=False)
+    users = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+    items = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    return users, items
+
+
+def fold_in(item_factors: np.ndarray, rows: sp.csr_matrix, regularization: float) -> np.ndarray:
+    """ALS user factors for users given as rows of confidences, holding item factors fixed.
+
+    Solves (YᵀY + Yᵤᵀ(Cᵤ − I)Yᵤ + λI) x = YᵤᵀCᵤ1 per row, the same update ALS makes, so a folded-in
+    user is scored exactly like a trained one. Works for any item factors (e.g. blended ones).
+    """
+    y = np.asarray(item_factors, dtype=np.float64)
+    yty = y.T @ y + regularization * np.eye(y.shape[1])
+    out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
+    rows = rows.tocsr()
+    for u in range(rows.shape[0]):
+        start, stop = rows.indptr[u], rows.indptr[u + 1]
+        if start == stop:
+            continue
+        idx, conf = rows.indices[start:stop], rows.data[start:stop].astype(np.float64)
+        yu = y[idx]
+        a = yty + (yu.T * (conf - 1.0)) @ yu
+        out[u] = np.linalg.solve(a, yu.T @ conf)
+    return out
+
+
+def profile_rows(queries: Sequence[ProfileQuery], n_items: int) -> sp.csr_matrix:
+    """Binary rows (queries x items) of the items each visitor named."""
+    rows = np.repeat(np.arange(len(queries)), [len(q.items) for q in queries])
+    cols = np.concatenate([q.items for q in queries]) if queries else np.empty(0, dtype=np.int64)
+    return sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(queries), n_items)
+    )
+
+
+class ALSRecommender(Recommender):
+    """Plain collaborative filtering: implicit's ALS (or BPR). Visitors who name items are folded in."""
+
+    name = "als"
+    Config = CFConfig
+    config: CFConfig
+
+    def __init__(self, **params: object) -> None:
+        super().__init__(**params)
+        self.user_factors = np.empty((0, 0), dtype=np.float32)
+        self.item_factors = np.empty((0, 0), dtype=np.float32)
+
+    def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None:
+        self.user_factors, self.item_factors = fit_factors(catalogue.seen, self.config)
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors[users] @ self.item_factors.T
+
+    def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
+        rows = profile_rows(queries, self.catalogue.n_items)
+        users = fold_in(
+            self.item_factors, confidence_matrix(rows, self.config), self.config.regularization
+        )
+        scores = users @ self.item_factors.T
+        empty = np.diff(rows.indptr) == 0
+        scores[empty] = self._pop()  # nothing to fold in: popularity
+        return scores
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        return _cosine(self.item_factors[items], self.item_factors)
+
+    def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
+        return _cosine(self.item_factors[[item]], self.item_factors[others])[0]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.user_factors = arrays["user_factors"]
+        self.item_factors = arrays["item_factors"]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    an = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-9)
+    bn = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-9)
+    return np.asarray(an @ bn.T, dtype=np.float32)

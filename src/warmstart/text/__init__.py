@@ -1,0 +1,25 @@
+"""Text encoders and their on-disk embedding cache, for scoring items that have no interactions."""
+
+from warmstart.text.cache import CachedEncoder, default_cache_dir, encoder_from_name
+from warmstart.text.encoders import (
+    ENCODER_NAMES,
+    HashingEncoder,
+    MiniLMEncoder,
+    MissingDependencyError,
+    MultilingualEncoder,
+    TextEncoder,
+    get_encoder,
+)
+
+__all__ = [
+    "ENCODER_NAMES",
+    "CachedEncoder",
+    "HashingEncoder",
+    "MiniLMEncoder",
+    "MissingDependencyError",
+    "MultilingualEncoder",
+    "TextEncoder",
+    "default_cache_dir",
+    "encoder_from_name",
+    "get_encoder",
+]

@@ -1,0 +1,208 @@
+"""On-disk embedding cache, so a re-run encodes only texts it has never seen.
+
+Layout: ``cache_dir / <safe encoder name> / shard-<uuid>.npz``, each shard holding ``keys``
+(hex sha256 of the text, dtype S64), ``vectors`` (float32) and ``encoder`` (the full encoder
+name, checked on load). Each `encode` call writes at most one new shard under a fresh uuid,
+atomically, so concurrent processes never write the same file and readers never see half a
+shard. Unreadable shards are skipped with a warning: a cache may lose entries, never crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import uuid
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from warmstart._io import write_npz
+from warmstart.text.encoders import TextEncoder, _check_texts, get_encoder, has_text
+
+__all__ = ["CachedEncoder", "default_cache_dir", "encoder_from_name"]
+
+logger = logging.getLogger(__name__)
+
+_KEY_DTYPE = "S64"  # hex digest: fixed width, and no trailing NUL bytes for numpy to strip
+_SHARD_GLOB = "shard-*.npz"
+
+
+def default_cache_dir() -> Path:
+    """Where embeddings are cached: $WARMSTART_CACHE_DIR, else the XDG user cache directory."""
+    env = os.environ.get("WARMSTART_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "warmstart" / "embeddings"
+
+
+def _safe_dirname(name: str) -> str:
+    """Filesystem-safe and collision-free: sanitised name plus a short hash of the exact name."""
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("._") or "encoder"
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{safe[:80]}-{digest}"
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest().encode("ascii")
+
+
+class CachedEncoder:
+    """Wraps a `TextEncoder` with a persistent cache; same `name`, `dim` and vectors.
+
+    `hits` and `misses` are cumulative: `misses` counts distinct texts sent to the wrapped
+    encoder, `hits` the other non-empty inputs (served from cache or a duplicate in the same
+    call). Empty texts count as neither: they are zero rows and never cached.
+    """
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path | None = None) -> None:
+        self.encoder = encoder
+        self.name: str = encoder.name
+        self.dim: int = encoder.dim
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.directory: Path = root / _safe_dirname(self.name)
+        self.hits = 0
+        self.misses = 0
+        self._vectors: dict[bytes, np.ndarray] = {}
+        self._loaded: set[str] = set()
+
+    def __len__(self) -> int:
+        """Number of vectors known in memory (after the last refresh from disk)."""
+        return len(self._vectors)
+
+    def __repr__(self) -> str:
+        return f"CachedEncoder({self.encoder!r}, directory={str(self.directory)!r})"
+
+    def _shard_paths(self) -> list[Path]:
+        try:
+            return sorted(self.directory.glob(_SHARD_GLOB))
+        except OSError as exc:
+            logger.warning("cannot list embedding cache %s: %s", self.directory, exc)
+            return []
+
+    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+        """Keys and vectors of one shard, or None (with a warning) if it is unusable."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = np.asarray(z["keys"])
+                vectors = np.asarray(z["vectors"])
+                encoder = str(z["encoder"]) if "encoder" in z.files else None
+        except FileNotFoundError:
+            return None  # removed by a concurrent compact(); its vectors live in the merged shard
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            logger.warning("skipping unreadable embedding cache shard %s: %s", path, exc)
+            return None
+        problem = None
+        if encoder is not None and encoder != self.name:
+            problem = f"written by encoder {encoder!r}, not {self.name!r}"
+        elif keys.dtype != np.dtype(_KEY_DTYPE) or keys.ndim != 1:
+            problem = f"keys have dtype {keys.dtype} and shape {keys.shape}"
+        elif vectors.dtype != np.float32 or vectors.shape != (len(keys), self.dim):
+            problem = f"vectors have dtype {vectors.dtype} and shape {vectors.shape}"
+        if problem is not None:
+            logger.warning("skipping embedding cache shard %s: %s", path, problem)
+            return None
+        return keys, vectors
+
+    def _refresh(self) -> None:
+        """Load shards not seen yet, including ones other processes wrote since the last call."""
+        for path in self._shard_paths():
+            if path.name in self._loaded:
+                continue
+            self._loaded.add(path.name)
+            shard = self._read_shard(path)
+            if shard is None:
+                continue
+            keys, vectors = shard
+            for key, vec in zip(keys.tolist(), vectors, strict=True):
+                self._vectors.setdefault(key, vec)
+
+    def _write_shard(self, keys: list[bytes], vectors: np.ndarray) -> Path | None:
+        """Persist new vectors; a failed write only costs re-encoding later, so it just warns."""
+        path = self.directory / f"shard-{uuid.uuid4().hex}.npz"
+        try:
+            write_npz(
+                path,
+                keys=np.array(keys, dtype=_KEY_DTYPE),
+                vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+                encoder=np.array(self.name),
+            )
+        except OSError as exc:
+            logger.warning("cannot write embedding cache shard %s: %s", path, exc)
+            return None
+        self._loaded.add(path.name)
+        return path
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Return vectors in input order, encoding only distinct texts missing from the cache."""
+        checked = _check_texts(texts)
+        out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        keys = [_text_key(t) if has_text(t) else None for t in checked]
+        n_text = sum(k is not None for k in keys)
+        if n_text == 0:
+            return out
+        self._refresh()
+
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, checked, strict=True):
+            if key is not None and key not in self._vectors and key not in missing:
+                missing[key] = text
+        if missing:
+            new_keys = list(missing)
+            fresh = self.encoder.encode(
+                list(missing.values()), batch_size=batch_size, show_progress=show_progress
+            )
+            fresh = np.asarray(fresh, dtype=np.float32)
+            if fresh.shape != (len(new_keys), self.dim):
+                raise RuntimeError(
+                    f"encoder {self.name!r} returned shape {fresh.shape}, "
+                    f"expected {(len(new_keys), self.dim)}"
+                )
+            fresh = fresh.copy()  # own the memory: callers may mutate what the encoder returned
+            self._write_shard(new_keys, fresh)
+            for key, vec in zip(new_keys, fresh, strict=True):
+                self._vectors[key] = vec
+        self.misses += len(missing)
+        self.hits += n_text - len(missing)
+
+        for row, key in enumerate(keys):
+            if key is not None:
+                out[row] = self._vectors[key]
+        return out
+
+    def compact(self) -> int:
+        """Merge all shards into one (written atomically before the old ones are removed).
+
+        Returns the number of vectors in the merged shard. Shards written by other processes
+        after this call starts are left alone, so concurrent writers lose nothing.
+        """
+        self._refresh()
+        merged = [p for p in self._shard_paths() if p.name in self._loaded]
+        if not self._vectors:
+            return 0
+        keys = list(self._vectors)
+        vectors = np.stack([self._vectors[k] for k in keys])
+        new = self._write_shard(keys, vectors)
+        if new is None:
+            return 0
+        for path in merged:
+            if path != new:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return len(keys)
+
+
+def encoder_from_name(
+    name: str, cache_dir: str | Path | None = None, use_cache: bool = True
+) -> TextEncoder:
+    """`get_encoder(name)`, wrapped in a `CachedEncoder` unless `use_cache` is False."""
+    encoder = get_encoder(name)
+    return CachedEncoder(encoder, cache_dir) if use_cache else encoder

@@ -31,7 +31,13 @@ def topk(
         scores[coo.row, coo.col] = -np.inf
     kk = min(k, n_cols)
     if kk < n_cols:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        # Everything above the k-th best score, then ties at the cut in column order.
+        cut = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
+        above = scores > cut
+        tied = scores == cut
+        room = kk - above.sum(axis=1, keepdims=True)
+        keep = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        part = np.nonzero(keep)[1].reshape(n_rows, kk)
     else:
         part = np.tile(np.arange(n_cols), (n_rows, 1))
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -162,7 +162,7 @@ class UserKNNRecommender(Recommender):
         if k < sims.shape[1]:
             cut = np.partition(sims, -k, axis=1)[:, -k][:, None]
             sims[sims < cut] = 0.0
-        scores = np.asarray(sp.csr_matrix(sims) @ seen, dtype=np.float32)
+        scores = np.asarray((sp.csr_matrix(sims) @ seen).toarray(), dtype=np.float32)
         scores[np.diff(rows.indptr) == 0] = self._pop()
         return scores
 

@@ -95,14 +95,20 @@ class WarmStartRecommender(TextAware, Recommender):
         self.user_text_embeddings = self.encode(catalogue.user_text)
         self.uses_user_text_ = bool(np.any(self.user_text_embeddings))
         lam_i, lam_u = cfg.lambda_items, cfg.lambda_users
+        penalties: tuple[float | None, float | None] = (None, None)
         if lam_i is None or lam_u is None:
             lam_i, lam_u = self._choose_lambdas(catalogue.seen, lam_i, lam_u)
+            assert self.item_map is not None and self.user_map is not None
+            penalties = (self.item_map.alpha, self.user_map.alpha)
         self.lambda_items_, self.lambda_users_ = float(lam_i), float(lam_u)
-        p, q, self.item_map, self.user_map = self._fit_core(catalogue.seen)
+        p, q, self.item_map, self.user_map = self._fit_core(catalogue.seen, penalties)
         self.item_vectors = self._blend_items(q, catalogue.seen, self.lambda_items_)
         self.user_vectors = self._blend_users(p, catalogue.seen, self.lambda_users_)
 
-    def _fit_core(self, seen: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, FactorMap, FactorMap]:
+    def _fit_core(
+        self, seen: sp.csr_matrix, penalties: tuple[float | None, float | None] = (None, None)
+    ) -> tuple[np.ndarray, np.ndarray, FactorMap, FactorMap]:
+        """ALS factors and the two text maps; `penalties` reuses ridge alphas chosen earlier."""
         cfg = self.config
         p, q = fit_factors(seen, cfg.cf)
         item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
@@ -112,13 +118,18 @@ class WarmStartRecommender(TextAware, Recommender):
             q[warm_items],
             kind=cfg.mapper,
             sample_weight=np.log1p(item_counts[warm_items]).astype(np.float64),
-            alphas=cfg.ridge_alphas,
+            alphas=(penalties[0],) if penalties[0] else cfg.ridge_alphas,
             hidden=cfg.mlp_hidden,
             seed=cfg.seed,
         )
         x, y = self._user_training_rows(seen, p)
         user_map = fit_factor_map(
-            x, y, kind=cfg.mapper, alphas=cfg.ridge_alphas, hidden=cfg.mlp_hidden, seed=cfg.seed
+            x,
+            y,
+            kind=cfg.mapper,
+            alphas=(penalties[1],) if penalties[1] else cfg.ridge_alphas,
+            hidden=cfg.mlp_hidden,
+            seed=cfg.seed,
         )
         return p, q, item_map, user_map
 
@@ -209,14 +220,16 @@ class WarmStartRecommender(TextAware, Recommender):
         if users.size == 0:
             return (lam_i or 0.0), (lam_u or 0.0)
         p, q, self.item_map, self.user_map = self._fit_core(train)
+        truth = valid[users].tocsr()
+        n_truth = np.diff(truth.indptr)
 
         def recall(li: float, lu: float) -> float:
             qv = self._blend_items(q, train, li)
             pv = self._blend_users(p, train, lu)[users]
             ids, _ = topk(pv @ qv.T, cfg.validation_k, train[users])
-            truth = valid[users]
-            hits = np.asarray([truth[j, ids[j][ids[j] >= 0]].sum() for j in range(len(users))])
-            return float(np.mean(hits / np.minimum(np.diff(truth.indptr), cfg.validation_k)))
+            hits = np.asarray(truth[np.arange(len(users))[:, None], np.maximum(ids, 0)].todense())
+            hits[ids < 0] = 0
+            return float(np.mean(hits.sum(axis=1) / np.minimum(n_truth, cfg.validation_k)))
 
         grid = cfg.lambda_grid
         best_i = lam_i if lam_i is not None else max(grid, key=lambda li: recall(li, lam_u or 0.0))

@@ -19,6 +19,7 @@ class FactorMap:
 
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
+    alpha: float | None = None  # the ridge penalty chosen, so a refit can reuse it
 
     @property
     def input_dim(self) -> int:
@@ -62,13 +63,18 @@ def fit_factor_map(
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if kind == "ridge":
-        from sklearn.linear_model import RidgeCV
+        from sklearn.linear_model import Ridge, RidgeCV
 
-        ridge = RidgeCV(alphas=alphas, fit_intercept=True)
+        ridge: Ridge | RidgeCV
+        if len(alphas) == 1:
+            ridge = Ridge(alpha=alphas[0], fit_intercept=True)
+        else:
+            ridge = RidgeCV(alphas=alphas, fit_intercept=True)
         ridge.fit(x, y, sample_weight=sample_weight)
         return FactorMap(
             weights=(np.asarray(ridge.coef_.T, dtype=np.float32),),
             biases=(np.asarray(ridge.intercept_, dtype=np.float32).reshape(-1),),
+            alpha=float(ridge.alpha_ if isinstance(ridge, RidgeCV) else ridge.alpha),
         )
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor

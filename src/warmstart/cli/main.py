@@ -1,4 +1,4 @@
-"""`warmstart` CLI: fit, recommend, similar, info and a demo. Errors print one clear line, exit 2."""
+"""`warmstart` CLI: fit, recommend, similar, info, evaluate and a demo. Errors print one clear line, exit 2."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from warmstart.cli.data_options import DataSpec
+from warmstart.cli.evaluate import DEFAULT_MODELS
 from warmstart.errors import WarmstartError
 from warmstart.models import MODELS, Recommendations, Recommender, model_class
 from warmstart.text import ENCODER_NAMES
@@ -327,6 +328,79 @@ def info(
     for key, value in stats.items():
         table.add_row(key, str(value))
     out.print(table)
+
+
+@app.command()
+def evaluate(
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="cold-item | cold-user | warm | temporal")
+    ],
+    dataset: DatasetOpt = None,
+    models: Annotated[
+        str, typer.Option("--models", help="comma-separated models to compare")
+    ] = ",".join(DEFAULT_MODELS),
+    k: Annotated[str, typer.Option("--k", help="cut-offs, comma-separated")] = "10,20,50",
+    split: Annotated[
+        str, typer.Option("--split", help="cold-item split: random | dropoutnet (citeulike-a)")
+    ] = "random",
+    cold_items: Annotated[
+        Path | None, typer.Option("--cold-items", help="file of cold item ids, one a line")
+    ] = None,
+    fewshot: Annotated[
+        str, typer.Option("--fewshot", help="cold-user: revealed items per segment")
+    ] = "0,1,3,5",
+    seed: Annotated[int, typer.Option("--seed", help="random seed of the split")] = 0,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="results JSON; PNG plots go beside it")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=100, help="bootstrap resamples for the 95% CI")
+    ] = 1000,
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    users: UsersOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    min_rating: MinRatingOpt = None,
+    timestamp_col: TimestampColOpt = None,
+    item_text: ItemTextOpt = None,
+    user_text: UserTextOpt = None,
+    encoder: EncoderOpt = "default",
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Benchmark models side by side on a cold-item, cold-user, warm or temporal split."""
+    from warmstart.cli.evaluate import evaluate as run_evaluate
+    from warmstart.cli.evaluate import parse_ints, parse_models
+    from warmstart.eval.report import markdown_table
+    from warmstart.eval.splits import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown --protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
+        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
+        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
+    )  # fmt: skip
+    payload = run_evaluate(
+        spec,
+        protocol=protocol,
+        models=parse_models(models),
+        ks=parse_ints(k, "--k"),
+        split=split,
+        cold_items=cold_items,
+        fewshot=parse_ints(fewshot, "--fewshot"),
+        seed=seed,
+        encoder=encoder,
+        cache_dir=cache_dir,
+        output=output,
+        n_bootstrap=bootstrap,
+        progress=err.is_terminal,
+        log=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False),
+    )
+    sys.stdout.write(markdown_table(payload) + "\n")
 
 
 @app.command()

@@ -9,7 +9,9 @@ from warmstart.models.baselines import (
     UserKNNRecommender,
 )
 from warmstart.models.cf import ALSRecommender, CFConfig
+from warmstart.models.dropoutnet import DropoutNetConfig, DropoutNetRecommender
 from warmstart.models.hybrid import WarmStartConfig, WarmStartRecommender
+from warmstart.models.lightfm_model import LightFMConfig, LightFMRecommender
 from warmstart.models.registry import MODELS, model_class
 
 __all__ = [
@@ -17,8 +19,12 @@ __all__ = [
     "ALSRecommender",
     "CFConfig",
     "ContentKNNRecommender",
+    "DropoutNetConfig",
+    "DropoutNetRecommender",
     "Explanation",
     "ItemKNNRecommender",
+    "LightFMConfig",
+    "LightFMRecommender",
     "PopularityRecommender",
     "Profile",
     "RandomRecommender",

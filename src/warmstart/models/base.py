@@ -213,6 +213,18 @@ class Recommender(ABC):
         cat = self.catalogue
         _check_k(k)
         users = cat.user_ids.to_internal(list(user_ids), kind="user id")
+        scores, routes = self.score_users(users)
+        exclude = cat.seen[users] if exclude_seen else None
+        return self._finish(scores, k, exclude, routes)
+
+    def score_users(self, users: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Scores over the whole catalogue for known users by internal id, routed as `recommend`.
+
+        The unranked form of `recommend`, for evaluation: (len(users), n_items) float32 scores
+        (seen items not excluded) and each user's route.
+        """
+        cat = self.catalogue
+        users = np.asarray(users, dtype=np.int64)
         counts = cat.user_counts()[users]
         routes = np.where(
             counts > 0, ROUTE_WARM, ROUTE_COLD if self.serves_cold_users else ROUTE_FALLBACK
@@ -223,8 +235,11 @@ class Recommender(ABC):
             scores[model_rows] = self._score_users(users[model_rows])
         if (~model_rows).any():
             scores[~model_rows] = self._pop()
-        exclude = cat.seen[users] if exclude_seen else None
-        return self._finish(scores, k, exclude, tuple(str(r) for r in routes))
+        return scores, tuple(str(r) for r in routes)
+
+    def score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
+        """Unranked scores (len(queries), n_items) for resolved visitors, for evaluation."""
+        return np.asarray(self._score_profiles(list(queries)), dtype=np.float32)
 
     def recommend_one(
         self, user_id: Any, k: int = 10, exclude_seen: bool = True
@@ -238,7 +253,7 @@ class Recommender(ABC):
         """Top-k for visitors who are not in the data (batch)."""
         _check_k(k)
         queries = [self._resolve(p) for p in profiles]
-        scores = np.asarray(self._score_profiles(queries), dtype=np.float32)
+        scores = self.score_profiles(queries)
         exclude = None
         if exclude_seen:
             rows = np.repeat(np.arange(len(queries)), [len(q.items) for q in queries])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,8 +49,12 @@ class RandomRecommender(Recommender):
         return self._random(users)
 
     def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
+        # A stable hash (Python's str hash changes per process): same visitor, same list, always.
         keys = np.array(
-            [hash((q.text, q.attribute_text, tuple(q.items))) & 0x7FFFFFFF for q in queries]
+            [
+                zlib.crc32(repr((q.text, q.attribute_text, q.items.tolist())).encode())
+                for q in queries
+            ]
         )
         return self._random(keys)
 

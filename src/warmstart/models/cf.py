@@ -79,21 +79,23 @@ def fold_in(item_factors: np.ndarray, rows: sp.csr_matrix, regularization: float
     """ALS user factors for users given as rows of confidences, holding item factors fixed.
 
     Solves (YᵀY + Yᵤᵀ(Cᵤ − I)Yᵤ + λI) x = YᵤᵀCᵤ1 per row, the same update ALS makes, so a folded-in
-    user is scored exactly like a trained one. Works for any item factors (e.g. blended ones).
+    user is scored exactly like a trained one. Works for any item factors (blended ones, or text
+    embeddings used as factors). implicit's own solver does the work.
     """
-    y = np.asarray(item_factors, dtype=np.float64)
-    yty = y.T @ y + regularization * np.eye(y.shape[1])
-    out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
-    rows = rows.tocsr()
-    for u in range(rows.shape[0]):
-        start, stop = rows.indptr[u], rows.indptr[u + 1]
-        if start == stop:
-            continue
-        idx, conf = rows.indices[start:stop], rows.data[start:stop].astype(np.float64)
-        yu = y[idx]
-        a = yty + (yu.T * (conf - 1.0)) @ yu
-        out[u] = np.linalg.solve(a, yu.T @ conf)
-    return out
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    y = np.ascontiguousarray(item_factors, dtype=np.float32)
+    rows = rows.tocsr().astype(np.float32)
+    if rows.shape[0] == 0:
+        return np.zeros((0, y.shape[1]), dtype=np.float32)
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        solver = AlternatingLeastSquares(
+            factors=y.shape[1], regularization=regularization, alpha=1.0, num_threads=0
+        )
+        solver.item_factors = y
+        out = solver.recalculate_user(np.arange(rows.shape[0]), rows)
+    return np.asarray(out, dtype=np.float32).reshape(rows.shape[0], y.shape[1])
 
 
 def profile_rows(queries: Sequence[ProfileQuery], n_items: int) -> sp.csr_matrix:

@@ -43,6 +43,13 @@ class WarmStartConfig(ModelConfig):
     validation_k: int = 20
     text_weight: float = 2.0
     history_samples: tuple[int, ...] = (1, 3, 5)
+    # The user's taste read directly in text space (ALS fold-in with item embeddings as factors),
+    # added to the collaborative score with weight beta; None = chosen on held-out cold items.
+    text_profile_weight: float | None = None
+    text_profile_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    text_profile_alpha: float = 10.0
+    text_profile_regularization: float = 10.0
+    cold_validation_fraction: float = 0.05
     seed: int = 0
 
 
@@ -61,7 +68,14 @@ class WarmStartRecommender(TextAware, Recommender):
 
     so an entity with no interactions is pure text, and collaborative evidence takes over as it
     accumulates. lambda_items and lambda_users are chosen on a held-out slice of the training
-    interactions unless given. Scores are p' . q'.
+    interactions unless given.
+
+    Text profile. Each user also gets T, the ALS update solved with the item embeddings as fixed
+    item factors: what they pick, as a linear model in text space. A score is
+    z(p' . q') + beta * (1 - w_i) * z(T . e_i), each part standardised per user by its spread over
+    the catalogue, so it is still one dot product of [p'/s1, beta*T/s2] and [q', (1 - w)e]. The
+    text part matters most for cold items, where the mapped q' = g(e) is only a linear shadow of
+    the text; beta is chosen on items held out entirely, i.e. on the case it serves.
 
     Visitors (`recommend_for_profile`): named items are folded into the factor space with the ALS
     update; attributes are rendered with the data's user template and go through h; free text is
@@ -73,7 +87,10 @@ class WarmStartRecommender(TextAware, Recommender):
     When to use which option: `mapper="ridge"` (default) is fast, stable and hard to overfit with a
     few thousand warm items; `mlp` can win with tens of thousands of warm entities and rich text.
     `cf.algorithm="bpr"` suits pure click data with no strengths; ALS with `alpha` suits counts or
-    ratings. Set lambda_* yourself only if you have no interactions to validate on.
+    ratings. Set lambda_* yourself only if you have no interactions to validate on. Set
+    `text_profile_weight=0` where item text says little about taste (it is then chosen as 0 on
+    validation anyway, as on MovieLens plots); raise `text_profile_regularization` for
+    short or noisy item text.
     """
 
     name = "warmstart"
@@ -87,8 +104,15 @@ class WarmStartRecommender(TextAware, Recommender):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.item_embeddings = np.empty((0, 0), dtype=np.float32)
         self.user_text_embeddings = np.empty((0, 0), dtype=np.float32)
-        self.user_vectors = np.empty((0, 0), dtype=np.float32)  # P' (blended)
-        self.item_vectors = np.empty((0, 0), dtype=np.float32)  # Q' (blended)
+        self.user_cf = np.empty((0, 0), dtype=np.float32)  # P' (blended)
+        self.item_cf = np.empty((0, 0), dtype=np.float32)  # Q' (blended)
+        # Scoring vectors: users [P'/sd, beta*T/sd], items [Q', (1-w)E], so a score is one dot
+        # product: the CF score plus the text-profile score, each standardised per user.
+        self.user_vectors = np.empty((0, 0), dtype=np.float32)
+        self.item_vectors = np.empty((0, 0), dtype=np.float32)
+        self.cov_cf = np.empty((0, 0), dtype=np.float32)
+        self.cov_text = np.empty((0, 0), dtype=np.float32)
+        self.text_profile_weight_ = 0.0
         self.item_map: FactorMap | None = None
         self.user_map: FactorMap | None = None
         self.lambda_items_ = 0.0
@@ -101,16 +125,22 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_embeddings = self.encode(catalogue.item_text)
         self.user_text_embeddings = self.encode(catalogue.user_text)
         self.uses_user_text_ = bool(np.any(self.user_text_embeddings))
-        lam_i, lam_u = cfg.lambda_items, cfg.lambda_users
+        lam_i, lam_u, beta = cfg.lambda_items, cfg.lambda_users, cfg.text_profile_weight
         penalties: tuple[float | None, float | None] = (None, None)
-        if lam_i is None or lam_u is None:
-            lam_i, lam_u = self._choose_lambdas(catalogue.seen, lam_i, lam_u)
+        if lam_i is None or lam_u is None or beta is None:
+            lam_i, lam_u, beta = self._choose_lambdas(catalogue.seen, lam_i, lam_u, beta)
             assert self.item_map is not None and self.user_map is not None
             penalties = (self.item_map.alpha, self.user_map.alpha)
         self.lambda_items_, self.lambda_users_ = float(lam_i), float(lam_u)
+        self.text_profile_weight_ = float(beta)
         p, q, self.item_map, self.user_map = self._fit_core(catalogue.seen, penalties)
-        self.item_vectors = self._blend_items(q, catalogue.seen, self.lambda_items_)
-        self.user_vectors = self._blend_users(p, catalogue.seen, self.lambda_users_)
+        self.item_cf = self._blend_items(q, catalogue.seen, self.lambda_items_)
+        self.user_cf = self._blend_users(p, catalogue.seen, self.lambda_users_)
+        w = _weight(catalogue.item_counts().astype(np.float32), self.lambda_items_)
+        self.cov_cf = _covariance(self.item_cf)
+        self.cov_text = _covariance(self.item_embeddings)
+        self.item_vectors = np.hstack([self.item_cf, (1.0 - w)[:, None] * self.item_embeddings])
+        self.user_vectors = self._scoring_users(self.user_cf, self._text_profiles(catalogue.seen))
 
     def _fit_core(
         self, seen: sp.csr_matrix, penalties: tuple[float | None, float | None] = (None, None)
@@ -210,39 +240,105 @@ class WarmStartRecommender(TextAware, Recommender):
         mapped = self.user_map.predict(self._user_features(self.user_text_embeddings, seen))
         return (w * p + (1.0 - w) * mapped).astype(np.float32)
 
+    def _text_profiles(self, rows: sp.csr_matrix) -> np.ndarray:
+        """Each user's taste in text space: ALS fold-in with the item embeddings as item factors."""
+        cfg = self.config
+        conf = rows.tocsr().astype(np.float32, copy=True)
+        conf.data[:] = 1.0 + cfg.text_profile_alpha
+        return fold_in(self.item_embeddings, conf, cfg.text_profile_regularization)
+
+    def _scoring_users(
+        self,
+        user_cf: np.ndarray,
+        profiles: np.ndarray,
+        beta: float | None = None,
+        cov: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """[P'/sd, beta*T/sd]: each part scaled by the spread of its scores over the catalogue."""
+        beta = self.text_profile_weight_ if beta is None else beta
+        cov_cf, cov_text = cov if cov is not None else (self.cov_cf, self.cov_text)
+        return np.hstack(
+            [_per_user_scaled(user_cf, cov_cf), beta * _per_user_scaled(profiles, cov_text)]
+        ).astype(np.float32)
+
     def _choose_lambdas(
-        self, seen: sp.csr_matrix, lam_i: float | None, lam_u: float | None
-    ) -> tuple[float, float]:
-        """Coordinate search of (lambda_items, lambda_users) for recall@k on held-out interactions."""
+        self,
+        seen: sp.csr_matrix,
+        lam_i: float | None,
+        lam_u: float | None,
+        beta: float | None,
+    ) -> tuple[float, float, float]:
+        """Coordinate search of lambda_items, lambda_users and beta on held-out training data.
+
+        A slice of interactions is held out to choose the lambdas (recall@k of warm users), and a
+        few items are held out entirely to choose beta the way it is used: ranking cold items.
+        """
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         coo = seen.tocoo()
-        held = rng.random(coo.nnz) < cfg.validation_fraction
+        active = np.flatnonzero(np.bincount(coo.col, minlength=seen.shape[1]) > 0)
+        n_cold = round(cfg.cold_validation_fraction * len(active))
+        cold = rng.choice(active, size=n_cold, replace=False) if n_cold else np.empty(0, int)
+        is_cold = np.isin(coo.col, cold)
+        held = (rng.random(coo.nnz) < cfg.validation_fraction) & ~is_cold
+        keep = ~held & ~is_cold
         shape = seen.shape
-        train = sp.csr_matrix((coo.data[~held], (coo.row[~held], coo.col[~held])), shape=shape)
-        valid = sp.csr_matrix(
-            (np.ones(held.sum(), np.float32), (coo.row[held], coo.col[held])), shape=shape
-        )
-        users = np.flatnonzero(np.diff(valid.indptr) > 0)
-        if users.size == 0:
-            return (lam_i or 0.0), (lam_u or 0.0)
+        train = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=shape)
+        fallback = (lam_i or 0.0, lam_u or 0.0, beta if beta is not None else 0.0)
         p, q, self.item_map, self.user_map = self._fit_core(train)
-        truth = valid[users].tocsr()
-        n_truth = np.diff(truth.indptr)
+        profiles = self._text_profiles(train)
 
-        def recall(li: float, lu: float) -> float:
+        def recall(mask: np.ndarray, li: float, lu: float, b: float, items: np.ndarray) -> float:
+            valid = sp.csr_matrix(
+                (np.ones(mask.sum(), np.float32), (coo.row[mask], coo.col[mask])), shape=shape
+            )
+            users = np.flatnonzero(np.diff(valid.indptr) > 0)
+            if users.size == 0:
+                return 0.0
             qv = self._blend_items(q, train, li)
+            w = _weight(np.bincount(train.indices, minlength=shape[1]).astype(np.float32), li)
+            cov = (_covariance(qv), _covariance(self.item_embeddings))
+            iv = np.hstack([qv, (1.0 - w)[:, None] * self.item_embeddings])[items]
             pv = self._blend_users(p, train, lu)[users]
-            ids, _ = topk(pv @ qv.T, cfg.validation_k, train[users])
+            uv = self._scoring_users(pv, profiles[users], b, cov)
+            truth = valid[users][:, items].tocsr()
+            ids, _ = topk(uv @ iv.T, cfg.validation_k, train[users][:, items])
             hits = np.asarray(truth[np.arange(len(users))[:, None], np.maximum(ids, 0)].todense())
             hits[ids < 0] = 0
+            n_truth = np.maximum(np.diff(truth.indptr), 1)
             return float(np.mean(hits.sum(axis=1) / np.minimum(n_truth, cfg.validation_k)))
 
+        everything = np.arange(shape[1])
         grid = cfg.lambda_grid
-        best_i = lam_i if lam_i is not None else max(grid, key=lambda li: recall(li, lam_u or 0.0))
-        best_u = lam_u if lam_u is not None else max(grid, key=lambda lu: recall(best_i, lu))
-        log.info("chose lambda_items=%s lambda_users=%s on validation", best_i, best_u)
-        return float(best_i), float(best_u)
+        b0 = beta if beta is not None else 0.0
+        if not held.any():
+            best_i, best_u = fallback[0], fallback[1]
+        else:
+            best_i = (
+                lam_i
+                if lam_i is not None
+                else max(grid, key=lambda li: recall(held, li, lam_u or 0.0, b0, everything))
+            )
+            best_u = (
+                lam_u
+                if lam_u is not None
+                else max(grid, key=lambda lu: recall(held, best_i, lu, b0, everything))
+            )
+        if beta is None:
+            if is_cold.any():
+                beta = max(
+                    cfg.text_profile_grid,
+                    key=lambda b: recall(is_cold, best_i, best_u, b, cold),
+                )
+            else:
+                beta = fallback[2]
+        log.info(
+            "chose lambda_items=%s lambda_users=%s text_profile_weight=%s on validation",
+            best_i,
+            best_u,
+            beta,
+        )
+        return float(best_i), float(best_u), float(beta)
 
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
@@ -253,7 +349,7 @@ class WarmStartRecommender(TextAware, Recommender):
         rows = profile_rows(queries, self.catalogue.n_items)
         cfg = self.config
         n = np.diff(rows.indptr).astype(np.float32)
-        p_cf = fold_in(self.item_vectors, confidence_matrix(rows, cfg.cf), cfg.cf.regularization)
+        p_cf = fold_in(self.item_cf, confidence_matrix(rows, cfg.cf), cfg.cf.regularization)
         own = [q.user_text for q in queries] if self.uses_user_text_ else [None] * len(queries)
         features = self._user_features(self.encode(own), rows)
         free = [j for j, q in enumerate(queries) if q.text]
@@ -268,7 +364,8 @@ class WarmStartRecommender(TextAware, Recommender):
             features[free, -1] = np.log1p(n[free] + 1.0)
         p_text = self.user_map.predict(features)
         w = _weight(n, self.lambda_users_)[:, None]
-        scores = (w * p_cf + (1.0 - w) * p_text) @ self.item_vectors.T
+        users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._text_profiles(rows))
+        scores = users @ self.item_vectors.T
         if free:
             sims = emb @ self.item_embeddings.T
             scores[free] = _standardise(scores[free]) + cfg.text_weight * _standardise(sims)
@@ -277,16 +374,16 @@ class WarmStartRecommender(TextAware, Recommender):
     def _score_texts(self, texts: Sequence[str]) -> np.ndarray:
         assert self.item_map is not None
         emb = self.encode(list(texts))
-        cf = _cosine(self.item_map.predict(emb), self.item_vectors)
+        cf = _cosine(self.item_map.predict(emb), self.item_cf)
         return _standardise(cf) + self.config.text_weight * _standardise(
             emb @ self.item_embeddings.T
         )
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_vectors[items], self.item_vectors)
+        return _cosine(self.item_cf[items], self.item_cf)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_vectors[[item]], self.item_vectors[others])[0]
+        return _cosine(self.item_cf[[item]], self.item_cf[others])[0]
 
     def _text_similarity(self, text: str | None, item: int) -> float | None:
         if not text or not np.any(self.item_embeddings[item]):
@@ -315,7 +412,9 @@ class WarmStartRecommender(TextAware, Recommender):
         ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
         emb = self.encode(rendered)
         self.item_embeddings = np.vstack([self.item_embeddings, emb])
-        self.item_vectors = np.vstack([self.item_vectors, self.item_map.predict(emb)]).astype(
+        mapped = self.item_map.predict(emb).astype(np.float32)
+        self.item_cf = np.vstack([self.item_cf, mapped])
+        self.item_vectors = np.vstack([self.item_vectors, np.hstack([mapped, emb])]).astype(
             np.float32
         )
         self._catalogue = self.catalogue.with_new_items(ids, rendered, labels)
@@ -329,7 +428,14 @@ class WarmStartRecommender(TextAware, Recommender):
             "user_text_embeddings": self.user_text_embeddings,
             "user_vectors": self.user_vectors,
             "item_vectors": self.item_vectors,
-            "lambdas": np.asarray([self.lambda_items_, self.lambda_users_], dtype=np.float64),
+            "user_cf": self.user_cf,
+            "item_cf": self.item_cf,
+            "cov_cf": self.cov_cf,
+            "cov_text": self.cov_text,
+            "lambdas": np.asarray(
+                [self.lambda_items_, self.lambda_users_, self.text_profile_weight_],
+                dtype=np.float64,
+            ),
             "uses_user_text": np.asarray(self.uses_user_text_),
             **self.item_map.to_arrays("item_map"),
             **self.user_map.to_arrays("user_map"),
@@ -340,7 +446,12 @@ class WarmStartRecommender(TextAware, Recommender):
         self.user_text_embeddings = arrays["user_text_embeddings"]
         self.user_vectors = arrays["user_vectors"]
         self.item_vectors = arrays["item_vectors"]
-        self.lambda_items_, self.lambda_users_ = (float(x) for x in arrays["lambdas"])
+        self.user_cf = arrays["user_cf"]
+        self.item_cf = arrays["item_cf"]
+        self.cov_cf = arrays["cov_cf"]
+        self.cov_text = arrays["cov_text"]
+        lam_i, lam_u, beta = (float(x) for x in arrays["lambdas"])
+        self.lambda_items_, self.lambda_users_, self.text_profile_weight_ = lam_i, lam_u, beta
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
         self.user_map = FactorMap.from_arrays(arrays, "user_map")
@@ -357,3 +468,17 @@ def _standardise(scores: np.ndarray) -> np.ndarray:
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True) + 1e-9
     return np.asarray((scores - mean) / std, dtype=np.float32)
+
+
+def _covariance(vectors: np.ndarray) -> np.ndarray:
+    """Covariance of item vectors: the spread of u . v over items is sqrt(u' C u)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    centred = v - v.mean(axis=0, keepdims=True)
+    return np.asarray(centred.T @ centred / max(len(v), 1), dtype=np.float32)
+
+
+def _per_user_scaled(users: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Rows divided by the standard deviation of their scores over the catalogue (0 stays 0)."""
+    u = np.asarray(users, dtype=np.float32)
+    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", u, cov, u), 0.0))
+    return np.asarray(u / np.where(sd > 1e-12, sd, 1.0)[:, None], dtype=np.float32)

@@ -12,7 +12,9 @@ from warmstart.models.baselines import (
     UserKNNRecommender,
 )
 from warmstart.models.cf import ALSRecommender
+from warmstart.models.dropoutnet import DropoutNetRecommender
 from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.models.lightfm_model import LightFMRecommender
 
 MODELS: dict[str, type[Recommender]] = {
     cls.name: cls
@@ -23,6 +25,8 @@ MODELS: dict[str, type[Recommender]] = {
         ItemKNNRecommender,
         UserKNNRecommender,
         ContentKNNRecommender,
+        LightFMRecommender,
+        DropoutNetRecommender,
         WarmStartRecommender,
     )
 }

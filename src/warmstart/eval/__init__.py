@@ -1,0 +1,1 @@
+"""Offline evaluation: cold-item, cold-user and warm splits, metrics, the runner and its report."""

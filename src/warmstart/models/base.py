@@ -27,7 +27,7 @@ from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: warmstart models carry text profiles (issue 3)
 R = TypeVar("R", bound="Recommender")
 
 ROUTE_WARM = "warm"  # user with training interactions

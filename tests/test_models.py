@@ -510,6 +510,7 @@ class TestWarmStart(ModelContract):
                 id="mlp-fixed-lambdas",
             ),
             pytest.param({"cf": {**CF, "algorithm": "bpr", "learning_rate": 0.05}}, id="bpr"),
+            pytest.param({"neighbour_weight": 1.0, "popularity_weight": 1.0}, id="cold-blend"),
         ],
     )
     def test_variants(self, data: Synthetic, tmp_path: Path, overrides: dict[str, Any]) -> None:
@@ -521,6 +522,25 @@ class TestWarmStart(ModelContract):
         assert np.mean(shares) >= QUALITY, f"own-group share {np.mean(shares):.2f}"
         loaded = Recommender.load(m.save(tmp_path / "m"))
         assert np.array_equal(loaded.recommend(users, k=5).scores, r.scores)
+
+
+def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) -> None:
+    """With enough users to hold out, the cold-user blend is chosen, kept, saved and served."""
+    m = TestWarmStart.make(tmp_path, cold_user_fraction=0.5).fit(data.dataset)
+    assert isinstance(m, WarmStartRecommender)
+    assert m.neighbour_weight_ in m.config.neighbour_grid
+    assert m.popularity_weight_ in m.config.popularity_grid
+    m.add_items(["new-space"], texts=[data.group_text(0, seed=7)])
+    assert m.neighbour_sim.shape == (m.catalogue.n_items, m.catalogue.n_items)
+    visitor = Profile(item_ids=data.items_of(1, cold=False)[:3])
+    recs = m.recommend_for_profiles([visitor], k=5)
+    assert data.group_share(recs.item_ids[0], 1) >= QUALITY
+    loaded = Recommender.load(m.save(tmp_path / "m"))
+    again = loaded.recommend_for_profiles([visitor], k=5)
+    assert np.array_equal(again.scores, recs.scores)
+    assert sorted(data.cold_user_ids)  # cold users are served through the blend too
+    r = loaded.recommend(sorted(data.cold_user_ids), k=5)
+    assert set(r.routes) == {"cold"}
 
 
 def test_every_model_has_a_contract_class() -> None:

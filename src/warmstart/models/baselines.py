@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -93,7 +94,10 @@ def _cosine_knn(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     from implicit.nearest_neighbours import CosineRecommender
 
     knn = CosineRecommender(K=k)
-    knn.fit(matrix, show_progress=False)
+    with warnings.catch_warnings():
+        # implicit converts our CSR input to COO itself and then warns about it
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        knn.fit(matrix, show_progress=False)
     sim = knn.similarity.tocsr().astype(np.float32)
     sim.setdiag(0.0)
     sim.eliminate_zeros()

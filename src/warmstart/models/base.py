@@ -370,6 +370,11 @@ class Recommender(ABC):
         )
 
     # ---- helpers -------------------------------------------------------------------------
+    def _extend_catalogue(self, ids: list[Any], texts: list[str], titles: list[str]) -> None:
+        """Append items added by `add_items` (no interactions yet) to the catalogue."""
+        self._catalogue = self.catalogue.with_new_items(ids, texts, titles)
+        self._popularity = self._popularity_from(self._catalogue)
+
     def _resolve(self, profile: Profile) -> ProfileQuery:
         cat = self.catalogue
         items = (

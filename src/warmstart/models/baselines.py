@@ -249,8 +249,7 @@ class ContentKNNRecommender(TextAware, Recommender):
     ) -> None:
         ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
         self.item_embeddings = np.vstack([self.item_embeddings, self.encode(rendered)])
-        self._catalogue = self.catalogue.with_new_items(ids, rendered, labels)
-        self._popularity = self._popularity_from(self.catalogue)
+        self._extend_catalogue(ids, rendered, labels)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {

@@ -153,3 +153,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     an = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-9)
     bn = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-9)
     return np.asarray(an @ bn.T, dtype=np.float32)
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    """Each row to mean 0, standard deviation 1, so scores of different kinds can be added."""
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True) + 1e-9
+    return np.asarray((scores - mean) / std, dtype=np.float32)

@@ -291,28 +291,20 @@ class DropoutNetRecommender(TextAware, Recommender):
         free = [j for j, q in enumerate(queries) if q.text]
         if free:
             emb = self.encode([queries[j].text for j in free])
-            sims = emb @ self.item_embeddings.T
-            scores[free] = _standardise(scores[free]) + self.config.text_weight * _standardise(sims)
+            scores[free] = self._with_text_match(scores[free], emb)
         return np.asarray(scores, dtype=np.float32)
 
     def _score_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text as a would-be new item: its f_V(0, text) by cosine, plus direct text similarity."""
         emb = self.encode(list(texts))
         pseudo = self._tower("item", np.zeros((len(emb), self.item_pref.shape[1]), np.float32), emb)
-        return _standardise(_cosine(pseudo, self.item_vectors)) + self.config.text_weight * (
-            _standardise(emb @ self.item_embeddings.T)
-        )
+        return self._with_text_match(_cosine(pseudo, self.item_vectors), emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         return _cosine(self.item_vectors[items], self.item_vectors)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         return _cosine(self.item_vectors[[item]], self.item_vectors[others])[0]
-
-    def _text_similarity(self, text: str | None, item: int) -> float | None:
-        if not text or not np.any(self.item_embeddings[item]):
-            return None
-        return float(self.encode([text])[0] @ self.item_embeddings[item])
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         if not np.any(self.item_pref[item]):
@@ -335,8 +327,7 @@ class DropoutNetRecommender(TextAware, Recommender):
         self.item_embeddings = np.vstack([self.item_embeddings, emb])
         self.item_pref = np.vstack([self.item_pref, pref])
         self.item_vectors = np.vstack([self.item_vectors, vectors]).astype(np.float32)
-        self._catalogue = self.catalogue.with_new_items(ids, rendered, labels)
-        self._popularity = self._popularity_from(self.catalogue)
+        self._extend_catalogue(ids, rendered, labels)
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
@@ -475,12 +466,6 @@ def _standardise_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out[rows] = np.clip((x[rows] - mean) / std, -5.0, 5.0)
         out[np.abs(out) < 1e-5] = 0.0
     return out
-
-
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True) + 1e-9
-    return np.asarray((scores - mean) / std, dtype=np.float32)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from warmstart.models.catalogue import Catalogue
 from warmstart.models.cf import (
     CFConfig,
     _cosine,
+    _standardise,
     confidence_matrix,
     fit_factors,
     fold_in,
@@ -511,8 +512,7 @@ class WarmStartRecommender(TextAware, Recommender):
         users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._text_profiles(rows))
         scores = users @ self.item_vectors.T
         if free:
-            sims = emb @ self.item_embeddings.T
-            scores[free] = _standardise(scores[free]) + cfg.text_weight * _standardise(sims)
+            scores[free] = self._with_text_match(scores[free], emb)
         described = np.array([bool(q.text) for q in queries], dtype=bool)
         return np.asarray(self._cold_blend(scores, rows, described=described), dtype=np.float32)
 
@@ -520,20 +520,13 @@ class WarmStartRecommender(TextAware, Recommender):
         assert self.item_map is not None
         emb = self.encode(list(texts))
         cf = _cosine(self.item_map.predict(emb), self.item_cf)
-        return _standardise(cf) + self.config.text_weight * _standardise(
-            emb @ self.item_embeddings.T
-        )
+        return self._with_text_match(cf, emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         return _cosine(self.item_cf[items], self.item_cf)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         return _cosine(self.item_cf[[item]], self.item_cf[others])[0]
-
-    def _text_similarity(self, text: str | None, item: int) -> float | None:
-        if not text or not np.any(self.item_embeddings[item]):
-            return None
-        return float(self.encode([text])[0] @ self.item_embeddings[item])
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         n = int(self.catalogue.item_counts()[item])
@@ -562,11 +555,10 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_vectors = np.vstack([self.item_vectors, np.hstack([mapped, emb])]).astype(
             np.float32
         )
-        self._catalogue = self.catalogue.with_new_items(ids, rendered, labels)
+        self._extend_catalogue(ids, rendered, labels)
         n = self.catalogue.n_items
         sim = self.neighbour_sim.tocoo()
         self.neighbour_sim = sp.csr_matrix((sim.data, (sim.row, sim.col)), shape=(n, n))
-        self._popularity = self._popularity_from(self.catalogue)
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
@@ -619,12 +611,6 @@ def _weight(n: np.ndarray, lam: float) -> np.ndarray:
     if lam <= 0:
         return (n > 0).astype(np.float32)
     return (n / (n + lam)).astype(np.float32)
-
-
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True) + 1e-9
-    return np.asarray((scores - mean) / std, dtype=np.float32)
 
 
 def _covariance(vectors: np.ndarray) -> np.ndarray:

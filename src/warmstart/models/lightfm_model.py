@@ -16,7 +16,7 @@ from warmstart.errors import ModelFormatError
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.baselines import _new_items
 from warmstart.models.catalogue import Catalogue
-from warmstart.models.cf import _cosine, fold_in, profile_rows
+from warmstart.models.cf import _cosine, _standardise, fold_in, profile_rows
 from warmstart.models.textaware import TextAware
 
 TextFeatures = Literal["sparse", "pca", "raw"]
@@ -331,9 +331,7 @@ class LightFMRecommender(TextAware, Recommender):
         k = self.config.no_components
         as_item, _ = self._text_part(self.item_coder.transform(emb), "item")
         cf = _cosine(as_item, self.item_vectors[:, :k])
-        return _standardise(cf) + self.config.text_weight * _standardise(
-            emb @ self.item_embeddings.T
-        )
+        return self._with_text_match(cf, emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         k = self.config.no_components
@@ -342,11 +340,6 @@ class LightFMRecommender(TextAware, Recommender):
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         k = self.config.no_components
         return _cosine(self.item_vectors[[item], :k], self.item_vectors[others, :k])[0]
-
-    def _text_similarity(self, text: str | None, item: int) -> float | None:
-        if not text or not np.any(self.item_embeddings[item]):
-            return None
-        return float(self.encode([text])[0] @ self.item_embeddings[item])
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         if self.catalogue.item_counts()[item] == 0:
@@ -368,8 +361,7 @@ class LightFMRecommender(TextAware, Recommender):
         vectors, bias = self._text_part(self.item_coder.transform(emb), "item")
         self.item_embeddings = np.vstack([self.item_embeddings, emb])
         self.item_vectors = np.vstack([self.item_vectors, _item_rows(vectors, bias)])
-        self._catalogue = self.catalogue.with_new_items(ids, rendered, labels)
-        self._popularity = self._popularity_from(self.catalogue)
+        self._extend_catalogue(ids, rendered, labels)
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
@@ -417,9 +409,3 @@ def _item_rows(vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
 def _user_rows(vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
     ones = np.ones_like(bias)
     return np.hstack([vectors, ones[:, None], bias[:, None]]).astype(np.float32)
-
-
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True) + 1e-9
-    return np.asarray((scores - mean) / std, dtype=np.float32)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from warmstart.models.cf import _standardise
 from warmstart.text import TextEncoder, encoder_from_name
 
 
@@ -19,6 +20,7 @@ class TextAware:
 
     _encoder: TextEncoder | None = None
     cache_dir: Path | None = None
+    item_embeddings: np.ndarray  # normalised item text embeddings, set by the model's fit
 
     def set_encoder(self, encoder: TextEncoder) -> None:
         """Use this encoder object (e.g. one shared between models) instead of building one."""
@@ -37,3 +39,14 @@ class TextAware:
         if not clean:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.asarray(self.encoder.encode(clean, show_progress=show_progress), dtype=np.float32)
+
+    def _text_similarity(self, text: str | None, item: int) -> float | None:
+        """Cosine of a user's text and an item's text, for explanations (None without text)."""
+        if not text or not np.any(self.item_embeddings[item]):
+            return None
+        return float(self.encode([text])[0] @ self.item_embeddings[item])
+
+    def _with_text_match(self, scores: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """Model scores plus `text_weight` times direct text similarity, both standardised."""
+        weight = self.config.text_weight  # type: ignore[attr-defined]
+        return _standardise(scores) + weight * _standardise(emb @ self.item_embeddings.T)

@@ -8,6 +8,7 @@ items, so "recommends the right group" is a checkable property.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -198,7 +199,8 @@ class ModelContract:
             shares = [
                 data.group_share(r.item_ids[j], data.user_group[u]) for j, u in enumerate(cold)
             ]
-            assert np.mean(shares) >= QUALITY
+            # 12 of 15 is 0.8 exactly, which the float mean of fifths rounds just below
+            assert np.mean(shares) >= QUALITY - 1e-9, f"own-group share {np.mean(shares):.3f}"
 
     def test_profiles_batch_equals_scalar(self, model: Recommender, data: Synthetic) -> None:
         profiles = _profiles(data)
@@ -504,7 +506,8 @@ class TestWarmStart(ModelContract):
     @pytest.mark.parametrize(
         "overrides",
         [
-            pytest.param({"mapper": "mlp", "mlp_hidden": 64}, id="mlp"),
+            pytest.param({"mapper": "ridge"}, id="linear-item-map"),
+            pytest.param({"mapper": "mlp", "user_mapper": "mlp", "mlp_hidden": 64}, id="mlp"),
             pytest.param(
                 {"mapper": "mlp", "mlp_hidden": 64, "lambda_items": 1.0, "lambda_users": 1.0},
                 id="mlp-fixed-lambdas",
@@ -541,6 +544,40 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     assert sorted(data.cold_user_ids)  # cold users are served through the blend too
     r = loaded.recommend(sorted(data.cold_user_ids), k=5)
     assert set(r.routes) == {"cold"}
+
+
+def test_warmstart_truncated_histories_are_the_earliest_items(
+    data: Synthetic, tmp_path: Path
+) -> None:
+    """With timestamps, the user map learns from each user's first items, as newcomers have them."""
+    ds = data.dataset
+    stamps = np.random.default_rng(3).permutation(ds.n_interactions).astype(np.int64)
+    timed = dataclasses.replace(ds, timestamps=stamps)
+    counts = np.bincount(ds.users, minlength=ds.n_users)
+    warm, several = np.flatnonzero(counts > 0), np.flatnonzero(counts > 1)
+    earliest = [ds.items[ds.users == u][np.argmin(stamps[ds.users == u])] for u in several]
+
+    def first_item_rows(order: str) -> tuple[np.ndarray, np.ndarray]:
+        """The history-mean block of each user's one-item training row, and the item embeddings."""
+        m = TestWarmStart.make(
+            tmp_path,
+            lambda_items=1.0,
+            lambda_users=1.0,
+            text_profile_weight=0.0,
+            neighbour_weight=0.0,
+            popularity_weight=0.0,
+            history_samples=(1,),
+            history_order=order,
+        ).fit(timed)
+        assert isinstance(m, WarmStartRecommender)
+        x, _ = m._user_training_rows(m.catalogue.seen, np.zeros((ds.n_users, 2), np.float32))
+        d, e = m.user_text_embeddings.shape[1], m.item_embeddings.shape[1]
+        return x[len(warm) : len(warm) + len(several), d : d + e], m.item_embeddings
+
+    rows, emb = first_item_rows("earliest")
+    assert np.allclose(rows, emb[earliest], atol=1e-6)
+    rows, emb = first_item_rows("random")
+    assert not np.allclose(rows, emb[earliest], atol=1e-6)
 
 
 def test_every_model_has_a_contract_class() -> None:

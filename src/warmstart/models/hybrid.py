@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
 class WarmStartConfig(ModelConfig):
     encoder: str = "default"
     cf: CFConfig = Field(default_factory=CFConfig)
-    mapper: Literal["ridge", "mlp"] = "ridge"
+    mapper: Literal["ridge", "kernel", "mlp"] = "kernel"  # item text -> item factors
+    user_mapper: Literal["ridge", "mlp"] = "ridge"  # user features -> user factors
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    kernel_gamma: float = 1.0
+    kernel_alphas: tuple[float, ...] = (0.3, 1.0, 3.0)
+    kernel_landmarks: int = 2000
     mlp_hidden: int = 256
     lambda_items: float | None = None  # None: chosen on validation data
     lambda_users: float | None = None
@@ -50,13 +54,16 @@ class WarmStartConfig(ModelConfig):
     validation_k: int = 20
     text_weight: float = 2.0
     history_samples: tuple[int, ...] = (1, 3, 5)
+    # Truncated training histories: each user's first items by time (when the data has
+    # timestamps), or random ones.
+    history_order: Literal["earliest", "random"] = "earliest"
     # The user's taste read directly in text space (ALS fold-in with item embeddings as factors),
     # added to the collaborative score with weight beta; None = chosen on held-out cold items.
     text_profile_weight: float | None = None
     text_profile_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     text_profile_alpha: float = 10.0
     text_profile_regularization: float = 10.0
-    cold_validation_fraction: float = 0.05
+    cold_validation_fraction: float = 0.1
     # Users with few or no interactions: the items they named, read through co-occurrence
     # neighbours, and a popularity prior that fades as they interact. None = chosen on users
     # held out of a second fit, with their earliest items revealed.
@@ -75,10 +82,13 @@ class WarmStartRecommender(TextAware, Recommender):
 
     Design. Item text (and user text, where the data has it) is embedded with a pretrained sentence
     encoder. ALS (or BPR) learns user factors P and item factors Q from interactions. A map g,
-    fitted on warm items, sends an item's text embedding into the factor space; a map h, fitted on
-    warm users, sends a user's own text plus the mean embedding of their items there. Training rows
-    for h include randomly truncated histories (1, 3, 5 items) and text-only rows, so the one map
-    serves zero-shot, few-shot and warm users (the DropoutNet idea, in closed form). Each entity's
+    fitted on warm items, sends an item's text embedding into the factor space (RBF-kernel ridge by
+    default: which films, papers or products people pick together is not a linear function of
+    their text); a map h, fitted on warm users, sends a user's own text plus the mean embedding of
+    their items there. Training rows
+    for h include truncated histories (each user's first 1, 3, 5 items by time, random ones without
+    timestamps) and text-only rows, so the one map serves zero-shot, few-shot and warm users (the
+    DropoutNet idea, in closed form). Each entity's
     final vector is the blend
 
         p' = w(n) * p_cf + (1 - w(n)) * f(text),   w(n) = n / (n + lambda),
@@ -109,8 +119,11 @@ class WarmStartRecommender(TextAware, Recommender):
     with nothing, by NDCG. On data where taste is mostly shared (MovieLens) that choice lands at
     large a and b: the mapped text profile then only breaks near-ties.
 
-    When to use which option: `mapper="ridge"` (default) is fast, stable and hard to overfit with a
-    few thousand warm items; `mlp` can win with tens of thousands of warm entities and rich text.
+    When to use which option: `mapper="kernel"` (default) is closed-form ridge on Nystroem RBF
+    features of the item text (`kernel_landmarks` of them; exact kernel ridge below that many warm
+    items); `ridge` is the linear map, faster and the safer choice with only a few hundred warm
+    items; `mlp` can win with tens of thousands of warm entities and rich text. The user map h is
+    ridge by default (`user_mapper`): its inputs mix text with history flags and counts.
     `cf.algorithm="bpr"` suits pure click data with no strengths; ALS with `alpha` suits counts or
     ratings. Set lambda_* yourself only if you have no interactions to validate on. Set
     `text_profile_weight=0` where item text says little about taste (it is then chosen as 0 on
@@ -146,6 +159,8 @@ class WarmStartRecommender(TextAware, Recommender):
         self.lambda_items_ = 0.0
         self.lambda_users_ = 0.0
         self.uses_user_text_ = False
+        # Fitting only: each training interaction's place in time (1 = earliest), or None.
+        self._time_rank: sp.csr_matrix | None = None
 
     # ---- fitting -------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None:
@@ -153,6 +168,7 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_embeddings = self.encode(catalogue.item_text)
         self.user_text_embeddings = self.encode(catalogue.user_text)
         self.uses_user_text_ = bool(np.any(self.user_text_embeddings))
+        self._time_rank = _time_ranks(dataset) if cfg.history_order == "earliest" else None
         lam_i, lam_u, beta = cfg.lambda_items, cfg.lambda_users, cfg.text_profile_weight
         penalties: tuple[float | None, float | None] = (None, None)
         if lam_i is None or lam_u is None or beta is None:
@@ -168,7 +184,9 @@ class WarmStartRecommender(TextAware, Recommender):
         self.cov_cf = _covariance(self.item_cf)
         self.cov_text = _covariance(self.item_embeddings)
         self.item_vectors = np.hstack([self.item_cf, (1.0 - w)[:, None] * self.item_embeddings])
-        self.user_vectors = self._scoring_users(self.user_cf, self._text_profiles(catalogue.seen))
+        self.user_vectors = self._scoring_users(
+            self.user_cf, self._served_text_profiles(catalogue.seen)
+        )
         self.neighbour_sim = _cosine_knn(_binary(catalogue.seen), cfg.neighbours)
         a, b = cfg.neighbour_weight, cfg.popularity_weight
         if a is None or b is None:
@@ -188,15 +206,19 @@ class WarmStartRecommender(TextAware, Recommender):
             q[warm_items],
             kind=cfg.mapper,
             sample_weight=np.log1p(item_counts[warm_items]).astype(np.float64),
-            alphas=(penalties[0],) if penalties[0] else cfg.ridge_alphas,
+            alphas=(penalties[0],)
+            if penalties[0]
+            else (cfg.kernel_alphas if cfg.mapper == "kernel" else cfg.ridge_alphas),
             hidden=cfg.mlp_hidden,
+            landmarks=cfg.kernel_landmarks,
+            gamma=cfg.kernel_gamma,
             seed=cfg.seed,
         )
         x, y = self._user_training_rows(seen, p)
         user_map = fit_factor_map(
             x,
             y,
-            kind=cfg.mapper,
+            kind=cfg.user_mapper,
             alphas=(penalties[1],) if penalties[1] else cfg.ridge_alphas,
             hidden=cfg.mlp_hidden,
             seed=cfg.seed,
@@ -225,9 +247,18 @@ class WarmStartRecommender(TextAware, Recommender):
     def _user_training_rows(
         self, seen: sp.csr_matrix, p: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Warm users seen with full, truncated and empty histories, all mapped to their CF factors."""
+        """Warm users seen with full, truncated and empty histories, all mapped to their CF factors.
+
+        A truncated history is the user's earliest n items when the data has timestamps (what a
+        newcomer has actually done after n interactions), n random ones otherwise.
+        """
         rng = np.random.default_rng(self.config.seed)
         seen = seen.tocsr()
+        order = None
+        if self._time_rank is not None:
+            pattern = seen.copy()
+            pattern.data[:] = 1.0
+            order = sp.csr_matrix(self._time_rank.multiply(pattern))
         warm = np.flatnonzero(np.diff(seen.indptr) > 0)
         blocks_x, blocks_y = [], []
         full = seen[warm]
@@ -242,7 +273,12 @@ class WarmStartRecommender(TextAware, Recommender):
                 if len(items) <= n:
                     continue
                 rows.extend([len(keep_users)] * n)
-                cols.extend(rng.choice(items, size=n, replace=False).tolist())
+                if order is None:
+                    cols.extend(rng.choice(items, size=n, replace=False).tolist())
+                else:
+                    span = slice(order.indptr[u], order.indptr[u + 1])
+                    first = np.argsort(order.data[span], kind="stable")[:n]
+                    cols.extend(order.indices[span][first].tolist())
                 keep_users.append(j)
             if not keep_users:
                 continue
@@ -280,6 +316,12 @@ class WarmStartRecommender(TextAware, Recommender):
         conf.data[:] = 1.0 + cfg.text_profile_alpha
         return fold_in(self.item_embeddings, conf, cfg.text_profile_regularization)
 
+    def _served_text_profiles(self, rows: sp.csr_matrix) -> np.ndarray:
+        """T as served: not solved where beta = 0 would multiply it away (it costs a fold-in)."""
+        if self.text_profile_weight_ == 0:
+            return np.zeros((rows.shape[0], self.item_embeddings.shape[1]), dtype=np.float32)
+        return self._text_profiles(rows)
+
     def _scoring_users(
         self,
         user_cf: np.ndarray,
@@ -303,8 +345,9 @@ class WarmStartRecommender(TextAware, Recommender):
     ) -> tuple[float, float, float]:
         """Coordinate search of lambda_items, lambda_users and beta on held-out training data.
 
-        A slice of interactions is held out to choose the lambdas (recall@k of warm users), and a
-        few items are held out entirely to choose beta the way it is used: ranking cold items.
+        A slice of interactions is held out to choose the lambdas (recall@k of warm users), and
+        `cold_validation_fraction` of the items are held out entirely to choose beta the way it is
+        used: ranking cold items, by NDCG@k (the top of a newcomer's list matters most).
         """
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
@@ -321,7 +364,12 @@ class WarmStartRecommender(TextAware, Recommender):
         p, q, self.item_map, self.user_map = self._fit_core(train)
         profiles = self._text_profiles(train)
 
-        def recall(mask: np.ndarray, li: float, lu: float, b: float, items: np.ndarray) -> float:
+        discount = 1.0 / np.log2(np.arange(2, cfg.validation_k + 2))
+
+        def score(
+            mask: np.ndarray, li: float, lu: float, b: float, items: np.ndarray, ndcg: bool = False
+        ) -> float:
+            """recall@k (or NDCG@k) of the users with held-out interactions among `items`."""
             valid = sp.csr_matrix(
                 (np.ones(mask.sum(), np.float32), (coo.row[mask], coo.col[mask])), shape=shape
             )
@@ -338,8 +386,11 @@ class WarmStartRecommender(TextAware, Recommender):
             ids, _ = topk(uv @ iv.T, cfg.validation_k, train[users][:, items])
             hits = np.asarray(truth[np.arange(len(users))[:, None], np.maximum(ids, 0)].todense())
             hits[ids < 0] = 0
-            n_truth = np.maximum(np.diff(truth.indptr), 1)
-            return float(np.mean(hits.sum(axis=1) / np.minimum(n_truth, cfg.validation_k)))
+            n_truth = np.minimum(np.maximum(np.diff(truth.indptr), 1), cfg.validation_k)
+            if ndcg:
+                ideal = np.cumsum(discount)[n_truth - 1]
+                return float(np.mean((hits * discount).sum(axis=1) / ideal))
+            return float(np.mean(hits.sum(axis=1) / n_truth))
 
         everything = np.arange(shape[1])
         grid = cfg.lambda_grid
@@ -350,18 +401,18 @@ class WarmStartRecommender(TextAware, Recommender):
             best_i = (
                 lam_i
                 if lam_i is not None
-                else max(grid, key=lambda li: recall(held, li, lam_u or 0.0, b0, everything))
+                else max(grid, key=lambda li: score(held, li, lam_u or 0.0, b0, everything))
             )
             best_u = (
                 lam_u
                 if lam_u is not None
-                else max(grid, key=lambda lu: recall(held, best_i, lu, b0, everything))
+                else max(grid, key=lambda lu: score(held, best_i, lu, b0, everything))
             )
         if beta is None:
             if is_cold.any():
                 beta = max(
                     cfg.text_profile_grid,
-                    key=lambda b: recall(is_cold, best_i, best_u, b, cold),
+                    key=lambda b: score(is_cold, best_i, best_u, b, cold, ndcg=True),
                 )
             else:
                 beta = fallback[2]
@@ -392,16 +443,13 @@ class WarmStartRecommender(TextAware, Recommender):
             return fallback
         users = np.sort(rng.choice(eligible, size=n_val, replace=False))
         held = np.isin(dataset.users, users)
-        params = {
-            **cfg.model_dump(),
-            "lambda_items": self.lambda_items_,
-            "lambda_users": self.lambda_users_,
-            "text_profile_weight": self.text_profile_weight_,
-            "neighbour_weight": 0.0,
-            "popularity_weight": 0.0,
-        }
-        sub = type(self)(cache_dir=self.cache_dir, **params)
-        sub.set_encoder(self.encoder)
+        sub = self._refit_model(
+            lambda_items=self.lambda_items_,
+            lambda_users=self.lambda_users_,
+            text_profile_weight=self.text_profile_weight_,
+            neighbour_weight=0.0,
+            popularity_weight=0.0,
+        )
         sub.fit(dataset.with_interactions(~held))
         texts = dataset.user_texts()
         order = {int(u): np.flatnonzero(dataset.users == u) for u in users}
@@ -449,6 +497,17 @@ class WarmStartRecommender(TextAware, Recommender):
         best = max(grid, key=ndcg)
         log.info("chose neighbour_weight=%s popularity_weight=%s on held-out users", *best)
         return best
+
+    def _refit_model(self, **overrides: Any) -> WarmStartRecommender:
+        """A plain warmstart with this model's settings and encoder, for a validation refit."""
+        params = {
+            name: value
+            for name, value in self.config.model_dump().items()
+            if name in WarmStartConfig.model_fields
+        }
+        sub = WarmStartRecommender(cache_dir=self.cache_dir, **{**params, **overrides})
+        sub.set_encoder(self.encoder)
+        return sub
 
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
@@ -509,7 +568,7 @@ class WarmStartRecommender(TextAware, Recommender):
             features[free, -1] = np.log1p(n[free] + 1.0)
         p_text = self.user_map.predict(features)
         w = _weight(n, self.lambda_users_)[:, None]
-        users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._text_profiles(rows))
+        users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._served_text_profiles(rows))
         scores = users @ self.item_vectors.T
         if free:
             scores[free] = self._with_text_match(scores[free], emb)
@@ -613,6 +672,17 @@ def _weight(n: np.ndarray, lam: float) -> np.ndarray:
     return (n / (n + lam)).astype(np.float32)
 
 
+def _time_ranks(dataset: Dataset) -> sp.csr_matrix | None:
+    """users x items: 1 + the interaction's rank in time (ties by position); None without times."""
+    if dataset.timestamps is None:
+        return None
+    rank = np.empty(dataset.n_interactions, dtype=np.float64)
+    rank[np.argsort(dataset.timestamps, kind="stable")] = np.arange(1, dataset.n_interactions + 1)
+    return sp.csr_matrix(
+        (rank, (dataset.users, dataset.items)), shape=(dataset.n_users, dataset.n_items)
+    )
+
+
 def _covariance(vectors: np.ndarray) -> np.ndarray:
     """Covariance of item vectors: the spread of u . v over items is sqrt(u' C u)."""
     v = np.asarray(vectors, dtype=np.float64)
@@ -623,5 +693,5 @@ def _covariance(vectors: np.ndarray) -> np.ndarray:
 def _per_user_scaled(users: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Rows divided by the standard deviation of their scores over the catalogue (0 stays 0)."""
     u = np.asarray(users, dtype=np.float32)
-    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", u, cov, u), 0.0))
+    sd = np.sqrt(np.maximum(np.sum((u @ cov) * u, axis=1), 0.0))
     return np.asarray(u / np.where(sd > 1e-12, sd, 1.0)[:, None], dtype=np.float32)

@@ -582,6 +582,7 @@ def test_warmstart_truncated_histories_are_the_earliest_items(
 
 def test_every_model_has_a_contract_class() -> None:
     import test_dropoutnet  # noqa: F401  (DropoutNet's contract class lives with its own tests)
+    import test_finetune  # noqa: F401  (and warmstart-ft's with the fine-tuning tests)
 
     tested = {c.model_name for c in ModelContract.__subclasses__()}
     assert tested == set(MODELS)

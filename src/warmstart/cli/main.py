@@ -404,6 +404,87 @@ def evaluate(
 
 
 @app.command()
+def finetune(
+    output: Annotated[
+        Path, typer.Option("--output", help="folder for checkpoints and the encoder")
+    ],
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    interactions: InteractionsOpt = None,
+    items: ItemsOpt = None,
+    users: UsersOpt = None,
+    user_col: UserColOpt = "user_id",
+    item_col: ItemColOpt = "item_id",
+    rating_col: RatingColOpt = None,
+    min_rating: MinRatingOpt = None,
+    timestamp_col: TimestampColOpt = None,
+    item_text: ItemTextOpt = None,
+    user_text: UserTextOpt = None,
+    objective: Annotated[
+        str, typer.Option("--objective", help="contrastive | alignment")
+    ] = "contrastive",
+    method: Annotated[str, typer.Option("--method", help="lora | top | full")] = "lora",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="passes over the items")] = 3,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="stop after this many steps")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="default 5e-4 for LoRA, 5e-5 otherwise")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="go on from the checkpoint in --output")
+    ] = False,
+) -> None:
+    """Fine-tune the text encoder on the interactions; Ctrl-C keeps the last epoch's checkpoint."""
+    from warmstart.finetune import FineTuneConfig
+    from warmstart.finetune import finetune as run_finetune
+
+    spec = _spec(
+        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
+        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
+        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
+    )  # fmt: skip
+    if not spec.given:
+        raise ValueError("give --dataset NAME or --interactions FILE to fine-tune on")
+    cfg = FineTuneConfig(
+        objective=objective,  # type: ignore[arg-type]
+        method=method,  # type: ignore[arg-type]
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    data = spec.load()
+    err.print(
+        f"[dim]{data.name}: {data.n_items:,} items, {data.n_interactions:,} interactions; "
+        f"{cfg.objective} fine-tuning with {cfg.method}[/dim]"
+    )
+    try:
+        result = run_finetune(
+            data,
+            cfg,
+            output=output,
+            resume=resume,
+            progress=err.is_terminal,
+            say=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False),
+        )
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted: the last finished epoch's checkpoint in {output} is intact; "
+            "go on with the same command and --resume"
+        )
+        raise typer.Exit(130) from None
+    out.print(
+        f"fine-tuned in {result.seconds:.0f} s; best epoch {result.best_epoch} "
+        f"(validation recall {result.best_recall:.4f}); encoder, history and learning "
+        f"curves in {output}"
+    )
+
+
+@app.command()
 def demo(
     data_dir: DataDirOpt = None,
     cache_dir: CacheOpt = None,

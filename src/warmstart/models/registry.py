@@ -13,6 +13,7 @@ from warmstart.models.baselines import (
 )
 from warmstart.models.cf import ALSRecommender
 from warmstart.models.dropoutnet import DropoutNetRecommender
+from warmstart.models.finetuned import WarmStartFTRecommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.models.lightfm_model import LightFMRecommender
 
@@ -28,6 +29,7 @@ MODELS: dict[str, type[Recommender]] = {
         LightFMRecommender,
         DropoutNetRecommender,
         WarmStartRecommender,
+        WarmStartFTRecommender,
     )
 }
 

@@ -1,0 +1,53 @@
+"""Settings for fine-tuning the text encoder on interactions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FineTuneConfig(BaseModel):
+    """What to train, how, and for how long. Defaults suit a 2-core CPU and MiniLM.
+
+    objective:
+      - `contrastive` (default): each item's text is pulled towards the profile of a user who
+        picked it (the mean embedding of that user's other items, and their own text), against
+        the other pairs of the batch, with temperature `temperature` (InfoNCE, both directions).
+      - `alignment`: a linear head on the text embedding is trained to reproduce the item's warm
+        collaborative factors and their ranking among the batch (distillation from ALS).
+    method: `lora` adapters on the attention projections (default), the `top` `top_layers`
+    transformer layers, or `full` fine-tuning.
+    """
+
+    # strict like the model configs (this package does not import warmstart.models)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objective: Literal["contrastive", "alignment"] = "contrastive"
+    method: Literal["lora", "top", "full"] = "lora"
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0, lt=1)
+    lora_targets: tuple[str, ...] = ("query", "key", "value")
+    top_layers: int = Field(default=2, ge=1)
+    epochs: int = Field(default=3, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)  # stop after this many steps in all
+    batch_size: int = Field(default=32, ge=2)
+    learning_rate: float | None = Field(default=None, gt=0)  # None: 5e-4 LoRA, 5e-5 otherwise
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=0.05, gt=0)
+    max_length: int = Field(default=128, ge=8)  # tokens per text while training and encoding
+    history_items: int = Field(default=20, ge=1)  # a user's items pooled into their profile
+    validation_fraction: float = Field(default=0.05, ge=0, lt=1)  # items held out, for stopping
+    validation_k: int = Field(default=20, ge=1)
+    patience: int = Field(default=1, ge=0)  # epochs without a better validation recall
+    seed: int = 0
+    num_threads: int = Field(default=0, ge=0)  # 0: torch's default
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-4 if self.method == "lora" else 5e-5

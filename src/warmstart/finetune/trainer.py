@@ -1,0 +1,511 @@
+"""Fine-tune the text tower on interactions: training loop, early stopping, checkpoints, resume.
+
+CPU is the budget, so each step encodes only item texts with gradients. The user side of the
+contrastive objective is a memory bank: user profiles are pooled from the item embeddings of the
+previous epoch (refreshed once per epoch, the same pass that measures validation recall), as in
+MoCo-style training. A slice of items is held out entirely and ranked, after every epoch, for the
+users who picked them, exactly as cold items are; the best epoch's weights are kept, and if no
+epoch beats the untrained encoder, the untrained encoder is kept.
+
+Checkpoints (when an output folder is given) are written whole or not at all, once per epoch, so
+an interrupted run (Ctrl-C, a killed process) leaves the last good one, and `resume=True` goes on
+from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from warmstart._io import replace_dir, write_json, write_npz
+from warmstart.data.dataset import Dataset
+from warmstart.finetune.config import FineTuneConfig
+from warmstart.finetune.tower import TextTower
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class FineTuneResult:
+    """The tower with its best weights loaded, and what happened per epoch."""
+
+    tower: TextTower
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0  # 0: the untrained encoder was best on validation
+    best_recall: float = float("nan")
+    seconds: float = 0.0
+
+
+@dataclass
+class _Data:
+    """The interactions as the trainer uses them; validation items are removed from `train`."""
+
+    item_texts: list[str]
+    user_texts: list[str]
+    train: sp.csr_matrix  # users x items, binary
+    train_by_item: sp.csc_matrix
+    items: np.ndarray  # items with at least one training user: what a step draws from
+    valid: sp.csr_matrix  # users x items: only validation items
+    valid_items: np.ndarray
+
+
+def _prepare(dataset: Dataset, cfg: FineTuneConfig) -> _Data:
+    seen = dataset.matrix().tocsr()
+    seen.data[:] = 1.0
+    counts = np.bincount(seen.indices, minlength=seen.shape[1])
+    active = np.flatnonzero(counts > 0)
+    rng = np.random.default_rng([cfg.seed, 7])
+    n_valid = round(cfg.validation_fraction * len(active))
+    valid_items = np.sort(rng.choice(active, size=n_valid, replace=False)) if n_valid >= 5 else None
+    keep = np.ones(seen.shape[1], dtype=np.float32)
+    if valid_items is not None:
+        keep[valid_items] = 0.0
+    train = (seen @ sp.diags(keep)).tocsr()
+    train.eliminate_zeros()
+    valid = (seen @ sp.diags(1.0 - keep)).tocsr()
+    valid.eliminate_zeros()
+    items = np.flatnonzero(np.bincount(train.indices, minlength=seen.shape[1]) > 0)
+    if len(items) < 2:
+        raise ValueError("fine-tuning needs at least two items with interactions")
+    return _Data(
+        item_texts=dataset.item_texts(),
+        user_texts=[t or "" for t in dataset.user_texts()],
+        train=train,
+        train_by_item=train.tocsc(),
+        items=items,
+        valid=valid,
+        valid_items=np.empty(0, dtype=np.int64) if valid_items is None else valid_items,
+    )
+
+
+def _profiles(
+    train: sp.csr_matrix, item_emb: np.ndarray, user_emb: np.ndarray, users: np.ndarray
+) -> np.ndarray:
+    """Each user's taste in text space: mean of their items' embeddings plus their own text."""
+    rows = train[users]
+    n = np.maximum(np.diff(rows.indptr), 1).astype(np.float32)
+    mean = np.asarray(rows @ item_emb, dtype=np.float32) / n[:, None]
+    out = mean + user_emb[users]
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms > 0, norms, 1.0)
+
+
+def validation_recall(data: _Data, item_emb: np.ndarray, user_emb: np.ndarray, k: int) -> float:
+    """Recall@k of the held-out items, ranked among themselves for the users who picked them."""
+    if data.valid_items.size == 0:
+        return float("nan")
+    truth = data.valid[:, data.valid_items].tocsr()
+    users = np.flatnonzero((np.diff(truth.indptr) > 0) & (np.diff(data.train.indptr) > 0))
+    if users.size == 0:
+        return float("nan")
+    scores = _profiles(data.train, item_emb, user_emb, users) @ item_emb[data.valid_items].T
+    kk = min(k, scores.shape[1])
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    hits = np.asarray(truth[users][np.arange(len(users))[:, None], top].todense()).sum(axis=1)
+    relevant = np.minimum(np.diff(truth[users].indptr), kk)
+    return float(np.mean(hits / relevant))
+
+
+class _Objective:
+    """A batch of items in, a scalar loss out."""
+
+    extra: list[Any]  # trainable modules besides the tower (saved with it)
+
+    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def refresh(self, item_emb: np.ndarray, user_emb: np.ndarray) -> None:
+        """New memory bank after an epoch (contrastive uses it; others ignore it)."""
+
+
+def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    import torch
+
+    logits = a @ b.T / temperature
+    labels = torch.arange(len(a))
+    ce = torch.nn.functional.cross_entropy
+    return (ce(logits, labels) + ce(logits.T, labels)) / 2
+
+
+class _Contrastive(_Objective):
+    """Item text vs the profile of one of its users (their other items, and their own text)."""
+
+    def __init__(self, data: _Data, cfg: FineTuneConfig) -> None:
+        self.data, self.cfg = data, cfg
+        self.extra = []
+        self.item_emb = np.zeros((0, 0), dtype=np.float32)
+        self.user_emb = np.zeros((0, 0), dtype=np.float32)
+
+    def refresh(self, item_emb: np.ndarray, user_emb: np.ndarray) -> None:
+        # Centred: what sets a user's items apart from the catalogue's average, not the average
+        # itself (pooled text embeddings share a large common part that carries no taste).
+        self.item_emb = item_emb - item_emb[self.data.items].mean(axis=0)
+        texted = np.any(user_emb, axis=1)
+        centre = user_emb[texted].mean(axis=0) if texted.any() else 0.0
+        self.user_emb = np.where(texted[:, None], user_emb - centre, 0.0).astype(np.float32)
+
+    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        import torch
+
+        by_item, train = self.data.train_by_item, self.data.train
+        keep, targets = [], []
+        for i in batch:
+            users = by_item.indices[by_item.indptr[i] : by_item.indptr[i + 1]]
+            u = int(rng.choice(users))
+            others = train.indices[train.indptr[u] : train.indptr[u + 1]]
+            others = others[others != i]
+            if others.size > self.cfg.history_items:
+                others = rng.choice(others, size=self.cfg.history_items, replace=False)
+            vec = self.user_emb[u].copy()
+            if others.size:
+                vec += self.item_emb[others].mean(axis=0)
+            norm = float(np.linalg.norm(vec))
+            if norm == 0:
+                continue  # a user with no other item and no text says nothing about i
+            keep.append(int(i))
+            targets.append(vec / norm)
+        if len(keep) < 2:
+            return torch.zeros((), requires_grad=True)
+        z = tower.embed([self.data.item_texts[i] for i in keep])
+        return _info_nce(z, torch.from_numpy(np.stack(targets)), self.cfg.temperature)
+
+
+class _Alignment(_Objective):
+    """A linear head on the text embedding reproduces the item's ALS factors and their ranking."""
+
+    def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
+        import torch
+
+        from warmstart.models.cf import CFConfig, fit_factors
+
+        self.data, self.cfg = data, cfg
+        _, q = fit_factors(data.train, CFConfig(seed=cfg.seed))
+        scale = float(np.sqrt(np.mean(np.sum(q[data.items] ** 2, axis=1)))) or 1.0
+        self.factors = torch.from_numpy(np.ascontiguousarray(q / scale, dtype=np.float32))
+        self.head = torch.nn.Linear(dim, q.shape[1])
+        self.extra = [self.head]
+
+    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        import torch
+
+        z = tower.embed([self.data.item_texts[i] for i in batch])
+        pred = self.head(z)
+        target = self.factors[torch.from_numpy(batch)]
+        mse = torch.nn.functional.mse_loss(pred, target)
+        norm = torch.nn.functional.normalize
+        return mse + _info_nce(norm(pred, dim=-1), norm(target, dim=-1), self.cfg.temperature)
+
+
+def _objective(data: _Data, cfg: FineTuneConfig, dim: int) -> _Objective:
+    if cfg.objective == "alignment":
+        return _Alignment(data, cfg, dim)
+    return _Contrastive(data, cfg)
+
+
+def _schedule(total: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up to the full rate, then linear decay to zero at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+def _optimizer_arrays(optimizer: torch.optim.Optimizer) -> tuple[dict[str, np.ndarray], Any]:
+    state = optimizer.state_dict()
+    arrays = {
+        f"{idx}.{key}": value.detach().cpu().numpy()
+        for idx, slots in state["state"].items()
+        for key, value in slots.items()
+    }
+    return arrays, state["param_groups"]
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray], groups: Any
+) -> None:
+    import torch
+
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in arrays.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = torch.from_numpy(value.copy())
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _module_state(modules: list[Any]) -> dict[str, np.ndarray]:
+    return {
+        f"extra{j}.{name}": p.detach().cpu().numpy().copy()
+        for j, m in enumerate(modules)
+        for name, p in m.named_parameters()
+    }
+
+
+def _load_module_state(modules: list[Any], arrays: dict[str, np.ndarray]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for j, m in enumerate(modules):
+            for name, p in m.named_parameters():
+                p.copy_(torch.from_numpy(arrays[f"extra{j}.{name}"].copy()))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+# ---- the loop ---------------------------------------------------------------------------
+def finetune(
+    dataset: Dataset,
+    config: FineTuneConfig | None = None,
+    *,
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> FineTuneResult:
+    """Fine-tune the encoder on `dataset`'s interactions; checkpoint to `output` if given."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg = config or FineTuneConfig()
+    start = time.perf_counter()
+    out = Path(output) if output is not None else None
+    data = _prepare(dataset, cfg)
+    tower = TextTower(cfg)
+    objective = _objective(data, cfg, tower.dim)
+    params = tower.trainable_parameters() + [p for m in objective.extra for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(data.items) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(total, max(1, round(cfg.warmup_fraction * total)))
+    )
+    history: list[dict[str, float]] = []
+    first_epoch, step = 1, 0
+    best_state: dict[str, np.ndarray] = {}
+    best_epoch, best_recall, stale = 0, float("nan"), 0
+
+    ckpt = out / CHECKPOINT if out is not None else None
+    if resume:
+        if ckpt is None or not (ckpt / "trainer.json").is_file():
+            raise FileNotFoundError(
+                f"nothing to resume: no checkpoint in {out} (run without --resume to start)"
+            )
+        meta = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
+        if meta["config"] != cfg.model_dump(mode="json"):
+            raise ValueError(
+                f"{ckpt} was written with other fine-tuning settings; resume with the same "
+                "settings, or start again in a new output folder"
+            )
+        weights = _read_npz(ckpt / "weights.npz")
+        tower.load_trainable_state({k: v for k, v in weights.items() if not k.startswith("extra")})
+        _load_module_state(objective.extra, weights)
+        _load_optimizer(optimizer, _read_npz(ckpt / "optimizer.npz"), meta["param_groups"])
+        scheduler.load_state_dict(meta["scheduler"])
+        best_state = _read_npz(ckpt / "best.npz")
+        history, step = meta["history"], int(meta["step"])
+        first_epoch, best_epoch = int(meta["epoch"]) + 1, int(meta["best_epoch"])
+        best_recall, stale = float(meta["best_recall"]), int(meta["stale"])
+        say(f"resuming after epoch {meta['epoch']} (step {step})")
+
+    def refresh() -> float:
+        item_emb = tower.encode(data.item_texts, show_progress=progress)
+        user_emb = tower.encode(data.user_texts, show_progress=False)
+        objective.refresh(item_emb, user_emb)
+        return validation_recall(data, item_emb, user_emb, cfg.validation_k)
+
+    recall = refresh()
+    if not resume:
+        best_state, best_recall = tower.trainable_state(), recall
+        history.append({"epoch": 0, "step": 0, "loss": float("nan"), "recall": recall})
+        say(f"untrained encoder: validation recall@{cfg.validation_k} {recall:.4f}")
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if step >= total:
+            break
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        order = rng.permutation(data.items)
+        tower.model.train()
+        losses = []
+        bar = tqdm(
+            total=min(steps_per_epoch, total - step),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not progress,
+            unit="step",
+        )
+        with bar:
+            for b in range(0, len(order), cfg.batch_size):
+                if step >= total:
+                    break
+                loss = objective.loss(tower, order[b : b + cfg.batch_size], rng)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        recall = refresh()
+        history.append(
+            {"epoch": epoch, "step": step, "loss": float(np.mean(losses)), "recall": recall}
+        )
+        improved = math.isnan(best_recall) or (not math.isnan(recall) and recall > best_recall)
+        if improved:
+            best_state, best_recall, best_epoch, stale = tower.trainable_state(), recall, epoch, 0
+        else:
+            stale += 1
+        if ckpt is not None:
+            _write_checkpoint(
+                ckpt,
+                cfg,
+                tower,
+                objective,
+                optimizer,
+                scheduler,
+                best_state,
+                history,
+                epoch=epoch,
+                step=step,
+                best_epoch=best_epoch,
+                best_recall=best_recall,
+                stale=stale,
+            )
+        say(
+            f"epoch {epoch}: loss {np.mean(losses):.4f}, validation recall@{cfg.validation_k} "
+            f"{recall:.4f}{' (best)' if improved else ''}"
+        )
+        if stale > cfg.patience:
+            say(f"stopping early: no better validation recall for {stale} epochs")
+            break
+
+    tower.load_trainable_state(best_state)
+    result = FineTuneResult(
+        tower=tower,
+        history=history,
+        best_epoch=best_epoch,
+        best_recall=best_recall,
+        seconds=time.perf_counter() - start,
+    )
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def _write_checkpoint(
+    ckpt: Path,
+    cfg: FineTuneConfig,
+    tower: TextTower,
+    objective: _Objective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    best_state: dict[str, np.ndarray],
+    history: list[dict[str, float]],
+    *,
+    epoch: int,
+    step: int,
+    best_epoch: int,
+    best_recall: float,
+    stale: int,
+) -> None:
+    """One epoch's whole state, written to a temporary folder and swapped in."""
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=ckpt.parent))
+    try:
+        write_npz(tmp / "weights.npz", **tower.trainable_state(), **_module_state(objective.extra))
+        arrays, groups = _optimizer_arrays(optimizer)
+        write_npz(tmp / "optimizer.npz", **arrays)
+        write_npz(tmp / "best.npz", **best_state)
+        write_json(
+            tmp / "trainer.json",
+            {
+                "config": cfg.model_dump(mode="json"),
+                "epoch": epoch,
+                "step": step,
+                "best_epoch": best_epoch,
+                "best_recall": best_recall,
+                "stale": stale,
+                "history": history,
+                "param_groups": groups,
+                "scheduler": scheduler.state_dict(),
+            },
+        )
+        replace_dir(tmp, ckpt)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_outputs(result: FineTuneResult, out: Path) -> None:
+    """The best weights (`encoder.npz` + `encoder.json`), the history and the learning curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_npz(out / "encoder.npz", **result.tower.trainable_state())
+    write_json(
+        out / "encoder.json",
+        {
+            "config": result.tower.config.model_dump(mode="json"),
+            "best_epoch": result.best_epoch,
+            "best_recall": result.best_recall,
+            "seconds": round(result.seconds, 1),
+            "history": result.history,
+        },
+    )
+    plot_history(result.history, out / "learning_curves.png")
+
+
+def load_tower(directory: str | Path) -> TextTower:
+    """A tower from `finetune`'s output folder, offline: packaged base weights + saved tensors."""
+    directory = Path(directory)
+    meta_path = directory / "encoder.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no fine-tuned encoder (no encoder.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    tower = TextTower(FineTuneConfig(**meta["config"]))
+    tower.load_trainable_state(_read_npz(directory / "encoder.npz"))
+    return tower
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> Path:
+    """Training loss and validation recall per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs[1:], [h["loss"] for h in history[1:]], marker="o")
+    left.set(title="training loss", xlabel="epoch")
+    right.plot(epochs, [h["recall"] for h in history], marker="o", color="tab:green")
+    right.set(title="validation recall (held-out items)", xlabel="epoch (0 = untrained)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

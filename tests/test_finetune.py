@@ -1,0 +1,232 @@
+"""Fine-tuning the text encoder: it learns from interactions, checkpoints, resumes and reloads.
+
+These run the real MiniLM (from its package, offline) for a few steps on tiny data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("peft")
+
+from synthetic import Synthetic
+
+# The contract's fixtures live in test_models; importing them makes them visible here.
+from test_models import (  # noqa: F401
+    CF,
+    ModelContract,
+    _environment,
+    data,
+    model,
+    recs,
+)
+from warmstart.data import Dataset, from_frames
+from warmstart.finetune import FineTuneConfig, TextTower, finetune, load_tower
+from warmstart.finetune import trainer as trainer_module
+from warmstart.models import Recommender
+from warmstart.text import MiniLMEncoder
+
+WORDS = [
+    "harbor",
+    "lantern",
+    "velvet",
+    "orbit",
+    "meadow",
+    "copper",
+    "thistle",
+    "glacier",
+    "saddle",
+    "prism",
+    "quarry",
+    "ember",
+    "willow",
+    "falcon",
+    "marble",
+    "tundra",
+    "violin",
+    "cactus",
+    "beacon",
+    "orchid",
+]
+
+
+def clustered(seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """40 items in 4 taste clusters whose texts carry no hint of the cluster; 80 users.
+
+    Each user picks 6 items of one cluster, so only the interactions say which items go together.
+    """
+    rng = np.random.default_rng(seed)
+    n_items, n_clusters = 40, 4
+    cluster = np.arange(n_items) % n_clusters
+    texts = [" ".join(rng.choice(WORDS, size=3, replace=False)) for _ in range(n_items)]
+    items = pd.DataFrame({"item_id": range(n_items), "text": texts})
+    rows = []
+    for u in range(80):
+        pool = np.flatnonzero(cluster == u % n_clusters)
+        rows += [(u, int(i)) for i in rng.choice(pool, size=6, replace=False)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    ds = from_frames(inter, items, None, user_col="user_id", item_col="item_id", item_text="{text}")
+    return ds, cluster[ds.item_ids.to_external(np.arange(ds.n_items)).astype(int)]
+
+
+def _gap(emb: np.ndarray, cluster: np.ndarray) -> float:
+    """Mean cosine of items in the same cluster minus that of items in different clusters."""
+    sim = emb @ emb.T
+    same = cluster[:, None] == cluster[None, :]
+    off = ~np.eye(len(cluster), dtype=bool)
+    return float(sim[same & off].mean() - sim[~same].mean())
+
+
+FAST = {"batch_size": 20, "validation_fraction": 0.0, "learning_rate": 2e-3, "seed": 0}
+
+
+def test_untrained_tower_is_the_packaged_minilm() -> None:
+    texts = ["a quiet film about the sea", "graph neural networks for molecules"]
+    tower = TextTower(FineTuneConfig(max_length=256))
+    ours = tower.encode(texts)
+    reference = MiniLMEncoder().encode(texts)
+    assert np.allclose(np.sum(ours * reference, axis=1), 1.0, atol=1e-4)
+
+
+def test_training_lowers_the_loss_and_pulls_co_picked_items_together() -> None:
+    ds, cluster = clustered()
+    before = _gap(TextTower(FineTuneConfig()).encode(ds.item_texts()), cluster)
+    # Texts say nothing here, so the adapters must learn the clusters from who picked what.
+    cfg = FineTuneConfig(
+        epochs=25,
+        batch_size=8,
+        learning_rate=3e-3,
+        temperature=0.1,
+        lora_dropout=0.0,
+        warmup_fraction=0.0,
+        validation_fraction=0.0,
+    )
+    result = finetune(ds, cfg, progress=False)
+    after = _gap(result.tower.encode(ds.item_texts()), cluster)
+    losses = [h["loss"] for h in result.history[1:]]
+    assert losses[-1] < losses[0], losses
+    assert after > before + 0.05, (before, after)
+
+
+@pytest.mark.parametrize("method", ["top", "full"])
+def test_other_methods_train_only_their_part(method: str) -> None:
+    ds, _ = clustered()
+    cfg = FineTuneConfig(method=method, top_layers=1, max_steps=2, **FAST)
+    tower = TextTower(cfg)
+    total = sum(p.numel() for p in tower.model.parameters())
+    trainable = sum(p.numel() for p in tower.trainable_parameters())
+    assert (trainable == total) is (method == "full")
+    before = tower.trainable_state()
+    result = finetune(ds, cfg, progress=False)
+    after = result.tower.trainable_state()
+    assert set(after) == set(before)
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_alignment_objective_trains() -> None:
+    ds, _ = clustered()
+    result = finetune(ds, FineTuneConfig(objective="alignment", epochs=2, **FAST), progress=False)
+    losses = [h["loss"] for h in result.history[1:]]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_validation_keeps_the_best_epoch_and_writes_outputs(tmp_path: Path) -> None:
+    ds, _ = clustered()
+    cfg = FineTuneConfig(epochs=2, **{**FAST, "validation_fraction": 0.2})
+    result = finetune(ds, cfg, output=tmp_path / "ft", progress=False)
+    recalls = [h["recall"] for h in result.history]
+    assert all(0.0 <= r <= 1.0 for r in recalls)
+    assert result.best_recall == max(recalls)
+    assert result.history[result.best_epoch]["recall"] == result.best_recall
+    meta = json.loads((tmp_path / "ft" / "encoder.json").read_text())
+    assert meta["best_epoch"] == result.best_epoch
+    assert (tmp_path / "ft" / "learning_curves.png").stat().st_size > 0
+    again = load_tower(tmp_path / "ft")
+    texts = ds.item_texts()[:5]
+    assert np.allclose(again.encode(texts), result.tower.encode(texts), atol=1e-6)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds, _ = clustered()
+    cfg = FineTuneConfig(epochs=2, **FAST)
+    whole = finetune(ds, cfg, progress=False).tower.trainable_state()
+
+    def stop_after_epoch_one(message: str) -> None:
+        if message.startswith("epoch 1:"):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "ft"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(ds, cfg, output=out, progress=False, say=stop_after_epoch_one)
+    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["epoch"] == 1
+
+    # A crash while writing the next checkpoint leaves the last good one in place.
+    real = trainer_module.write_json
+
+    def failing(path: Path, obj: object) -> None:
+        if Path(path).name == "trainer.json":
+            raise OSError("disk full")
+        real(path, obj)
+
+    monkeypatch.setattr(trainer_module, "write_json", failing)
+    with pytest.raises(OSError):
+        finetune(ds, cfg, output=out, resume=True, progress=False)
+    monkeypatch.setattr(trainer_module, "write_json", real)
+    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".checkpoint.")]
+
+    resumed = finetune(ds, cfg, output=out, resume=True, progress=False).tower.trainable_state()
+    assert set(resumed) == set(whole)
+    for name, value in whole.items():
+        assert np.allclose(resumed[name], value, atol=1e-6), name
+
+
+def test_resume_needs_a_checkpoint_and_the_same_settings(tmp_path: Path) -> None:
+    ds, _ = clustered()
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        finetune(ds, FineTuneConfig(**FAST), output=tmp_path / "none", resume=True)
+    finetune(ds, FineTuneConfig(epochs=1, **FAST), output=tmp_path / "ft", progress=False)
+    with pytest.raises(ValueError, match="other fine-tuning settings"):
+        finetune(
+            ds, FineTuneConfig(epochs=1, **{**FAST, "seed": 1}), output=tmp_path / "ft", resume=True
+        )
+
+
+class TestWarmStartFTContract(ModelContract):
+    model_name = "warmstart-ft"
+    params: ClassVar[dict[str, Any]] = {
+        "cf": CF,
+        "finetune": {"max_steps": 3, "batch_size": 16, "validation_fraction": 0.0},
+    }
+    folds_in = True
+    text_aware = True
+    serves_cold_items = True
+    serves_cold_users = True
+
+
+def test_warmstart_ft_saves_and_loads_offline(
+    data: Synthetic,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from warmstart.models.finetuned import WarmStartFTRecommender
+
+    params = {"finetune": {"max_steps": 3, "batch_size": 16, "validation_fraction": 0.0}}
+    m = WarmStartFTRecommender(cache_dir=str(tmp_path / "cache"), **params).fit(data.dataset)
+    assert m.tower is not None and m.finetune_history_
+    assert m.encoder.name.startswith("all-MiniLM-L6-v2+ft-lora-")
+    users = sorted(data.warm_users)[:5]
+    r = m.recommend(users, k=5)
+    loaded = Recommender.load(m.save(tmp_path / "model"))
+    assert isinstance(loaded, WarmStartFTRecommender)
+    assert loaded.encoder.name == m.encoder.name
+    assert np.array_equal(loaded.recommend(users, k=5).scores, r.scores)
+    texts = data.dataset.item_texts()[:3]
+    assert np.allclose(loaded.encode(texts), m.encode(texts), atol=1e-6)

@@ -39,6 +39,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_encoder.py --output runs/encoder.json
 	$(BIN)/warmstart evaluate --dataset citeulike-a --protocol cold-item --split dropoutnet --output runs/citeulike-cold-item.json
 	for p in cold-user cold-item warm; do \
 	  $(BIN)/warmstart evaluate --dataset ml-100k --min-rating 4 --protocol $$p --output runs/ml100k-$$p.json || exit 1; \

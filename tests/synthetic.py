@@ -184,3 +184,46 @@ def make_synthetic(seed: int = 0) -> Synthetic:
         cold_item_ids=cold_items,
         cold_user_ids=cold_users,
     )
+
+
+WORDS = [
+    "harbor",
+    "lantern",
+    "velvet",
+    "orbit",
+    "meadow",
+    "copper",
+    "thistle",
+    "glacier",
+    "saddle",
+    "prism",
+    "quarry",
+    "ember",
+    "willow",
+    "falcon",
+    "marble",
+    "tundra",
+    "violin",
+    "cactus",
+    "beacon",
+    "orchid",
+]
+
+
+def make_clustered(seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """40 items in 4 taste clusters whose texts carry no hint of the cluster; 80 users.
+
+    Each user picks 6 items of one cluster, so only the interactions say which items go together.
+    """
+    rng = np.random.default_rng(seed)
+    n_items, n_clusters = 40, 4
+    cluster = np.arange(n_items) % n_clusters
+    texts = [" ".join(rng.choice(WORDS, size=3, replace=False)) for _ in range(n_items)]
+    items = pd.DataFrame({"item_id": range(n_items), "text": texts})
+    rows = []
+    for u in range(80):
+        pool = np.flatnonzero(cluster == u % n_clusters)
+        rows += [(u, int(i)) for i in rng.choice(pool, size=6, replace=False)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    ds = from_frames(inter, items, None, user_col="user_id", item_col="item_id", item_text="{text}")
+    return ds, cluster[ds.item_ids.to_external(np.arange(ds.n_items)).astype(int)]

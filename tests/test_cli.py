@@ -159,3 +159,33 @@ def test_errors_are_one_clear_line(data: Path) -> None:
     )
     res = _cli("recommend", "--model", str(model_dir), "--user", "no-such-user", cache=data / "c")
     assert res.returncode == 2 and "no-such-user" in res.stderr
+
+
+def test_finetune_writes_encoder_and_resumes(data: Path) -> None:
+    pytest.importorskip("peft")
+    out = data / "ft"
+    args = ("finetune", *_flags(data), "--output", str(out), "--batch-size", "8")
+    res = _cli(*args, "--epochs", "1", cache=data / "c")
+    assert res.returncode == 0, res.stderr
+    assert "best epoch" in res.stdout
+    for name in ("encoder.npz", "encoder.json", "learning_curves.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "checkpoint" / "trainer.json").read_text())["epoch"] == 1
+    assert (out / "onnx" / "model.int8.onnx").is_file()
+    # The exported int8 encoder serves any text-aware model, without torch at encoding time.
+    res = _cli(
+        "fit", *_flags(data), "--encoder", f"onnx:{out / 'onnx'}", "--output", str(data / "m"),
+        cache=data / "c",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    config = json.loads((data / "m" / "model.json").read_text())["config"]
+    assert config["encoder"] == f"onnx:{out / 'onnx'}"
+    # Resuming a finished run with the same settings is a no-op that still writes the encoder.
+    res = _cli(*args, "--epochs", "1", "--resume", cache=data / "c")
+    assert res.returncode == 0, res.stderr
+    assert "resuming after epoch 1" in res.stderr
+    # Other settings cannot resume this checkpoint, and a bad choice is one clear line.
+    res = _cli(*args, "--epochs", "1", "--seed", "3", "--resume", cache=data / "c")
+    assert res.returncode == 2 and "other fine-tuning settings" in res.stderr
+    res = _cli(*args, "--method", "adapters", cache=data / "c")
+    assert res.returncode == 2 and "method" in res.stderr

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("peft")
 
-from synthetic import Synthetic
+from synthetic import Synthetic, make_clustered
 
 # The contract's fixtures live in test_models; importing them makes them visible here.
 from test_models import (  # noqa: F401
@@ -26,53 +25,10 @@ from test_models import (  # noqa: F401
     model,
     recs,
 )
-from warmstart.data import Dataset, from_frames
 from warmstart.finetune import FineTuneConfig, TextTower, finetune, load_tower
 from warmstart.finetune import trainer as trainer_module
 from warmstart.models import Recommender
 from warmstart.text import MiniLMEncoder
-
-WORDS = [
-    "harbor",
-    "lantern",
-    "velvet",
-    "orbit",
-    "meadow",
-    "copper",
-    "thistle",
-    "glacier",
-    "saddle",
-    "prism",
-    "quarry",
-    "ember",
-    "willow",
-    "falcon",
-    "marble",
-    "tundra",
-    "violin",
-    "cactus",
-    "beacon",
-    "orchid",
-]
-
-
-def clustered(seed: int = 0) -> tuple[Dataset, np.ndarray]:
-    """40 items in 4 taste clusters whose texts carry no hint of the cluster; 80 users.
-
-    Each user picks 6 items of one cluster, so only the interactions say which items go together.
-    """
-    rng = np.random.default_rng(seed)
-    n_items, n_clusters = 40, 4
-    cluster = np.arange(n_items) % n_clusters
-    texts = [" ".join(rng.choice(WORDS, size=3, replace=False)) for _ in range(n_items)]
-    items = pd.DataFrame({"item_id": range(n_items), "text": texts})
-    rows = []
-    for u in range(80):
-        pool = np.flatnonzero(cluster == u % n_clusters)
-        rows += [(u, int(i)) for i in rng.choice(pool, size=6, replace=False)]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id"])
-    ds = from_frames(inter, items, None, user_col="user_id", item_col="item_id", item_text="{text}")
-    return ds, cluster[ds.item_ids.to_external(np.arange(ds.n_items)).astype(int)]
 
 
 def _gap(emb: np.ndarray, cluster: np.ndarray) -> float:
@@ -95,7 +51,7 @@ def test_untrained_tower_is_the_packaged_minilm() -> None:
 
 
 def test_training_lowers_the_loss_and_pulls_co_picked_items_together() -> None:
-    ds, cluster = clustered()
+    ds, cluster = make_clustered()
     before = _gap(TextTower(FineTuneConfig()).encode(ds.item_texts()), cluster)
     # Texts say nothing here, so the adapters must learn the clusters from who picked what.
     cfg = FineTuneConfig(
@@ -116,7 +72,7 @@ def test_training_lowers_the_loss_and_pulls_co_picked_items_together() -> None:
 
 @pytest.mark.parametrize("method", ["top", "full"])
 def test_other_methods_train_only_their_part(method: str) -> None:
-    ds, _ = clustered()
+    ds, _ = make_clustered()
     cfg = FineTuneConfig(method=method, top_layers=1, max_steps=2, **FAST)
     tower = TextTower(cfg)
     total = sum(p.numel() for p in tower.model.parameters())
@@ -130,14 +86,14 @@ def test_other_methods_train_only_their_part(method: str) -> None:
 
 
 def test_alignment_objective_trains() -> None:
-    ds, _ = clustered()
+    ds, _ = make_clustered()
     result = finetune(ds, FineTuneConfig(objective="alignment", epochs=2, **FAST), progress=False)
     losses = [h["loss"] for h in result.history[1:]]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
 def test_validation_keeps_the_best_epoch_and_writes_outputs(tmp_path: Path) -> None:
-    ds, _ = clustered()
+    ds, _ = make_clustered()
     cfg = FineTuneConfig(epochs=2, **{**FAST, "validation_fraction": 0.2})
     result = finetune(ds, cfg, output=tmp_path / "ft", progress=False)
     recalls = [h["recall"] for h in result.history]
@@ -155,7 +111,7 @@ def test_validation_keeps_the_best_epoch_and_writes_outputs(tmp_path: Path) -> N
 def test_interrupted_run_resumes_to_the_same_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ds, _ = clustered()
+    ds, _ = make_clustered()
     cfg = FineTuneConfig(epochs=2, **FAST)
     whole = finetune(ds, cfg, progress=False).tower.trainable_state()
 
@@ -190,7 +146,7 @@ def test_interrupted_run_resumes_to_the_same_weights(
 
 
 def test_resume_needs_a_checkpoint_and_the_same_settings(tmp_path: Path) -> None:
-    ds, _ = clustered()
+    ds, _ = make_clustered()
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         finetune(ds, FineTuneConfig(**FAST), output=tmp_path / "none", resume=True)
     finetune(ds, FineTuneConfig(epochs=1, **FAST), output=tmp_path / "ft", progress=False)

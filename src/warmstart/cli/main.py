@@ -477,10 +477,13 @@ def finetune(
             "go on with the same command and --resume"
         )
         raise typer.Exit(130) from None
+    from warmstart.finetune.export import export_onnx
+
+    onnx_dir = export_onnx(result.tower, output / "onnx")
     out.print(
         f"fine-tuned in {result.seconds:.0f} s; best epoch {result.best_epoch} "
         f"(validation recall {result.best_recall:.4f}); encoder, history and learning "
-        f"curves in {output}"
+        f"curves in {output}; use it with --encoder onnx:{onnx_dir}"
     )
 
 

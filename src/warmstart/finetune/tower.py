@@ -9,6 +9,7 @@ that a saved model needs besides the packaged base weights.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,7 +79,10 @@ class TextTower:
                 target_modules=list(cfg.lora_targets),
                 bias="none",
             )
-            return get_peft_model(base, lora)
+            with warnings.catch_warnings():
+                # peft asks transformers a deprecated question while wrapping; not ours to fix
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
+                return get_peft_model(base, lora)
         for p in base.parameters():
             p.requires_grad = cfg.method == "full"
         if cfg.method == "top":

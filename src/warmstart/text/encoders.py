@@ -293,8 +293,17 @@ ENCODER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
 
 def get_encoder(name: str) -> TextEncoder:
-    """Build an encoder by its short name, so configs and the CLI can name one as a string."""
+    """Build an encoder by its short name, so configs and the CLI can name one as a string.
+
+    `onnx:FOLDER` is an exported (int8) encoder, e.g. the `onnx` folder `warmstart finetune` writes.
+    """
     key = name.strip().lower()
+    if key.startswith("onnx:"):
+        from warmstart.text.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(name.strip()[len("onnx:") :])
     if key not in _FACTORIES:
-        raise ValueError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODER_NAMES)}")
+        raise ValueError(
+            f"unknown encoder {name!r}; choose one of: {', '.join(ENCODER_NAMES)}, or onnx:FOLDER"
+        )
     return _FACTORIES[key]()

@@ -1,0 +1,87 @@
+"""A sentence encoder on onnxruntime, int8-quantised per channel: no torch needed to encode.
+
+`export_onnx` (in `warmstart.finetune.export`, which needs torch) writes a folder with the model
+(`model.onnx`, plus `model.int8.onnx`), the fast tokenizer (`tokenizer.json`) and
+`encoder.onnx.json`; `OnnxEncoder` reads that folder with `onnxruntime` and `tokenizers` only.
+Pooling and L2 normalisation are inside the graph, so the vectors match the torch encoder's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warmstart.text.encoders import (
+    MissingDependencyError,
+    _encode_nonempty,
+    _progress,
+    _want_progress,
+)
+
+META = "encoder.onnx.json"
+
+
+class OnnxEncoder:
+    """Encode with an exported (and by default int8-quantised) encoder folder."""
+
+    def __init__(self, directory: str | Path, *, int8: bool = True, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"the ONNX encoder needs onnxruntime and tokenizers ({exc}); "
+                "run: pip install onnxruntime tokenizers"
+            ) from exc
+        self.directory = Path(directory)
+        meta_path = self.directory / META
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{self.directory} holds no exported encoder (no {META}); "
+                "export one with `warmstart finetune` or warmstart.finetune.export_onnx"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        model_file = meta["int8_model" if int8 else "model"]
+        self.name: str = f"{meta['name']}+onnx-{'int8' if int8 else 'fp32'}"
+        self.dim: int = int(meta["dim"])
+        self.max_length = int(meta["max_length"])
+        self._tokenizer: Any = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_length)
+        self._tokenizer.enable_padding(pad_id=int(meta["pad_id"]), pad_token=meta["pad_token"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session: Any = ort.InferenceSession(
+            str(self.directory / model_file), options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Length-sorted batches (less padding), results in input order; blank texts give 0 rows."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+        def run(items: list[str]) -> np.ndarray:
+            order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+            out = np.empty((len(items), self.dim), dtype=np.float32)
+            enabled = _want_progress(show_progress, len(items))
+            with _progress(len(items), enabled, "ONNX") as bar:
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    encoded = self._tokenizer.encode_batch([items[i] for i in chunk])
+                    ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+                    mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+                    feeds = {"input_ids": ids, "attention_mask": mask}
+                    out[chunk] = self._session.run(None, feeds)[0]
+                    bar.update(len(chunk))
+            return out
+
+        return _encode_nonempty(texts, self.dim, run)
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoder(name={self.name!r}, directory={str(self.directory)!r})"

@@ -85,11 +85,10 @@ class WarmStartRecommender(TextAware, Recommender):
     fitted on warm items, sends an item's text embedding into the factor space (RBF-kernel ridge by
     default: which films, papers or products people pick together is not a linear function of
     their text); a map h, fitted on warm users, sends a user's own text plus the mean embedding of
-    their items there. Training rows
-    for h include truncated histories (each user's first 1, 3, 5 items by time, random ones without
-    timestamps) and text-only rows, so the one map serves zero-shot, few-shot and warm users (the
-    DropoutNet idea, in closed form). Each entity's
-    final vector is the blend
+    their items there. Training rows for h include truncated histories (each user's first 1, 3, 5
+    items by time, random ones without timestamps) and text-only rows, so the one map serves
+    zero-shot, few-shot and warm users (the DropoutNet idea, in closed form). Each entity's final
+    vector is the blend
 
         p' = w(n) * p_cf + (1 - w(n)) * f(text),   w(n) = n / (n + lambda),
 

@@ -344,7 +344,7 @@ def finetune(
         say(f"untrained encoder: validation recall@{cfg.validation_k} {recall:.4f}")
 
     for epoch in range(first_epoch, cfg.epochs + 1):
-        if step >= total:
+        if step >= total or stale > cfg.patience:  # done, or stopped early before a resume
             break
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)

@@ -69,3 +69,23 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)
+
+
+@contextlib.contextmanager
+def staged_dir(final_dir: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `final_dir` that replaces it only if the block completes."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an npz written by `write_npz` (never unpickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}

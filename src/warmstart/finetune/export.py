@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from warmstart._io import replace_dir, write_json
+from warmstart._io import staged_dir, write_json
 from warmstart.finetune.tower import FineTunedEncoder, TextTower
 from warmstart.text.encoders import MissingDependencyError
 from warmstart.text.onnx_encoder import META
@@ -56,14 +54,12 @@ def export_onnx(
             f"ONNX export needs torch, onnx and onnxruntime ({exc}); run: make install"
         ) from exc
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(tower.model)
     if tower.config.method == "lora":
         model = model.merge_and_unload()
     module = _pooled(model)
     sample = tower.tokenizer(["an example text", "a second one"], padding=True, return_tensors="pt")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_dir(directory) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
             torch.onnx.export(
@@ -106,8 +102,4 @@ def export_onnx(
                 "int8_model": "model.int8.onnx",
             },
         )
-        replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory

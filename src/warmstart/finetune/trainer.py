@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from warmstart._io import replace_dir, write_json, write_npz
+from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.finetune.tower import TextTower
@@ -269,11 +267,6 @@ def _load_module_state(modules: list[Any], arrays: dict[str, np.ndarray]) -> Non
                 p.copy_(torch.from_numpy(arrays[f"extra{j}.{name}"].copy()))
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {name: z[name] for name in z.files}
-
-
 # ---- the loop ---------------------------------------------------------------------------
 def finetune(
     dataset: Dataset,
@@ -320,12 +313,12 @@ def finetune(
                 f"{ckpt} was written with other fine-tuning settings; resume with the same "
                 "settings, or start again in a new output folder"
             )
-        weights = _read_npz(ckpt / "weights.npz")
+        weights = read_npz(ckpt / "weights.npz")
         tower.load_trainable_state({k: v for k, v in weights.items() if not k.startswith("extra")})
         _load_module_state(objective.extra, weights)
-        _load_optimizer(optimizer, _read_npz(ckpt / "optimizer.npz"), meta["param_groups"])
+        _load_optimizer(optimizer, read_npz(ckpt / "optimizer.npz"), meta["param_groups"])
         scheduler.load_state_dict(meta["scheduler"])
-        best_state = _read_npz(ckpt / "best.npz")
+        best_state = read_npz(ckpt / "best.npz")
         history, step = meta["history"], int(meta["step"])
         first_epoch, best_epoch = int(meta["epoch"]) + 1, int(meta["best_epoch"])
         best_recall, stale = float(meta["best_recall"]), int(meta["stale"])
@@ -434,9 +427,7 @@ def _write_checkpoint(
     stale: int,
 ) -> None:
     """One epoch's whole state, written to a temporary folder and swapped in."""
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=ckpt.parent))
-    try:
+    with staged_dir(ckpt) as tmp:
         write_npz(tmp / "weights.npz", **tower.trainable_state(), **_module_state(objective.extra))
         arrays, groups = _optimizer_arrays(optimizer)
         write_npz(tmp / "optimizer.npz", **arrays)
@@ -455,10 +446,6 @@ def _write_checkpoint(
                 "scheduler": scheduler.state_dict(),
             },
         )
-        replace_dir(tmp, ckpt)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_outputs(result: FineTuneResult, out: Path) -> None:
@@ -486,26 +473,19 @@ def load_tower(directory: str | Path) -> TextTower:
         raise FileNotFoundError(f"{directory} holds no fine-tuned encoder (no encoder.json)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     tower = TextTower(FineTuneConfig(**meta["config"]))
-    tower.load_trainable_state(_read_npz(directory / "encoder.npz"))
+    tower.load_trainable_state(read_npz(directory / "encoder.npz"))
     return tower
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> Path:
     """Training loss and validation recall per epoch, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from warmstart.eval.report import _figure, _save
 
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = _figure(9, 3.5)
+    left, right = fig.subplots(1, 2)
     left.plot(epochs[1:], [h["loss"] for h in history[1:]], marker="o")
     left.set(title="training loss", xlabel="epoch")
     right.plot(epochs, [h["recall"] for h in history], marker="o", color="tab:green")
     right.set(title="validation recall (held-out items)", xlabel="epoch (0 = untrained)")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)

@@ -8,8 +8,6 @@ same way at its edges.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
 from warmstart import __version__
-from warmstart._io import replace_dir, write_json, write_npz
+from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
@@ -415,9 +413,7 @@ class Recommender(ABC):
     def save(self, directory: str | Path) -> Path:
         """Write the model to `directory` (JSON + npz, no pickle); replaces it only when complete."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with staged_dir(directory) as tmp:
             write_json(
                 tmp / "model.json",
                 {
@@ -429,10 +425,6 @@ class Recommender(ABC):
             )
             write_npz(tmp / "state.npz", **self._state())
             self.catalogue.save(tmp)
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
@@ -457,8 +449,7 @@ class Recommender(ABC):
         if cls is not Recommender and not issubclass(klass, cls):
             raise ModelFormatError(f"{directory} holds a {klass.__name__}, not a {cls.__name__}")
         model = klass(**meta["config"])
-        with np.load(directory / "state.npz", allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
+        arrays = read_npz(directory / "state.npz")
         model._catalogue = Catalogue.load(directory)
         model._popularity = model._popularity_from(model._catalogue)
         model._set_state(arrays)

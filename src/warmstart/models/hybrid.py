@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from warmstart.data.dataset import Dataset
+from warmstart.eval.metrics import NDCG, hit_matrix
 from warmstart.index.exact import topk
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.baselines import (
@@ -363,8 +364,6 @@ class WarmStartRecommender(TextAware, Recommender):
         p, q, self.item_map, self.user_map = self._fit_core(train)
         profiles = self._text_profiles(train)
 
-        discount = 1.0 / np.log2(np.arange(2, cfg.validation_k + 2))
-
         def score(
             mask: np.ndarray, li: float, lu: float, b: float, items: np.ndarray, ndcg: bool = False
         ) -> float:
@@ -383,13 +382,12 @@ class WarmStartRecommender(TextAware, Recommender):
             uv = self._scoring_users(pv, profiles[users], b, cov)
             truth = valid[users][:, items].tocsr()
             ids, _ = topk(uv @ iv.T, cfg.validation_k, train[users][:, items])
-            hits = np.asarray(truth[np.arange(len(users))[:, None], np.maximum(ids, 0)].todense())
-            hits[ids < 0] = 0
-            n_truth = np.minimum(np.maximum(np.diff(truth.indptr), 1), cfg.validation_k)
             if ndcg:
-                ideal = np.cumsum(discount)[n_truth - 1]
-                return float(np.mean((hits * discount).sum(axis=1) / ideal))
-            return float(np.mean(hits.sum(axis=1) / n_truth))
+                return NDCG(cfg.validation_k).calc(ids, truth)
+            # recall capped at k (a user with more than k held out can still reach 1)
+            hits = hit_matrix(ids, truth, cfg.validation_k).sum(axis=1)
+            n_truth = np.minimum(np.maximum(np.diff(truth.indptr), 1), cfg.validation_k)
+            return float(np.mean(hits / n_truth))
 
         everything = np.arange(shape[1])
         grid = cfg.lambda_grid
@@ -474,18 +472,13 @@ class WarmStartRecommender(TextAware, Recommender):
         pop = sub._pop()
         k = cfg.validation_k
 
-        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        metric = NDCG(k)
 
         def ndcg(weights: tuple[float, float]) -> float:
             values = []
             for base, rows, truth in cases:
                 ids, _ = topk(sub._cold_blend(base, rows, weights, pop), k, rows)
-                hits = np.asarray(
-                    truth[np.arange(truth.shape[0])[:, None], np.maximum(ids, 0)].todense()
-                )
-                hits[ids < 0] = 0
-                ideal = np.cumsum(discount)[np.minimum(np.diff(truth.indptr), k) - 1]
-                values.append(np.mean((hits * discount).sum(axis=1) / ideal))
+                values.append(metric.calc(ids, truth))
             return float(np.mean(values))
 
         grid = [

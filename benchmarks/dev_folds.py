@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,12 +57,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     k = int(args.metric.split("@")[1])
     for text in args.model:
         name, params = parse_model(text)
-        values = []
+        values, seconds = [], []
         for split in folds:
             model = model_class(name)(**params)
             if hasattr(model, "set_encoder"):
                 model.set_encoder(encoder)
+            start = time.perf_counter()
             model.fit(split.train)
+            seconds.append(time.perf_counter() - start)
             values.append(
                 [
                     evaluate_segment(model, seg, split.train, (k,), progress=False)[0][
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         means = ", ".join(f"{n} {m:.4f}" for n, m in zip(names, table.mean(axis=0), strict=True))
         print(f"{text}: {args.metric} mean over {len(folds)} folds: {means}", flush=True)
         print(f"  per fold: {np.round(table, 4).tolist()}", flush=True)
+        print(f"  fit seconds per fold: {np.round(seconds, 1).tolist()}", flush=True)
 
 
 if __name__ == "__main__":

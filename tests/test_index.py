@@ -159,7 +159,8 @@ def test_exact_index_across_chunk_boundary() -> None:
         ref_ids, ref_top = topk(queries @ vectors.T, 10, ex)
         assert ids.shape == top.shape == (n_queries, 10)
         np.testing.assert_array_equal(ids, ref_ids)
-        np.testing.assert_array_equal(top, ref_top)
+        # a product in chunks may round the last bit differently from one product (BLAS kernels)
+        np.testing.assert_allclose(top, ref_top, rtol=1e-6)
     # and against the brute-force sort, on rows either side of each boundary
     rows = np.array([0, _CHUNK - 1, _CHUNK, 2 * _CHUNK - 1, 2 * _CHUNK, n_queries - 1])
     ids, _ = index.search(queries, 10, exclude)

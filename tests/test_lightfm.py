@@ -34,8 +34,9 @@ def test_cold_items_are_placed_by_text_alone(data: Synthetic, tmp_path: Path) ->
     cold = cat.item_ids.to_internal(sorted(data.cold_item_ids))
     text_only, bias = m._text_part(m.item_coder.transform(m.item_embeddings[cold]), "item")
     k = m.config.no_components
-    np.testing.assert_array_equal(m.item_vectors[cold, :k], text_only)
-    np.testing.assert_array_equal(m.item_vectors[cold, k], bias)
+    # equal up to float32 rounding: sparse products may sum a row's terms in another order
+    np.testing.assert_allclose(m.item_vectors[cold, :k], text_only, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m.item_vectors[cold, k], bias, rtol=1e-5, atol=1e-7)
     cold_groups = np.array([data.item_group[i] for i in cat.item_ids.to_external(cold)])
     for g in range(len(GROUPS)):
         users = cat.user_ids.to_internal(data.warm_users_of(g))

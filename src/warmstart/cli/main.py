@@ -421,18 +421,24 @@ def finetune(
     item_text: ItemTextOpt = None,
     user_text: UserTextOpt = None,
     objective: Annotated[
-        str, typer.Option("--objective", help="contrastive | alignment")
-    ] = "contrastive",
-    method: Annotated[str, typer.Option("--method", help="lora | top | full")] = "lora",
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="passes over the items")] = 3,
+        str | None,
+        typer.Option("--objective", help="contrastive | alignment | rating | click"),
+    ] = None,
+    method: Annotated[str | None, typer.Option("--method", help="lora | top | full")] = None,
+    layers: Annotated[
+        int | None, typer.Option("--layers", min=1, help="top layers that train (default 2)")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="passes over the items")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="stop after this many steps")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 32,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=2)] = None,
     learning_rate: Annotated[
         float | None, typer.Option("--lr", help="default 5e-4 for LoRA, 5e-5 otherwise")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="go on from the checkpoint in --output")
     ] = False,
@@ -448,15 +454,12 @@ def finetune(
     )  # fmt: skip
     if not spec.given:
         raise ValueError("give --dataset NAME or --interactions FILE to fine-tune on")
-    cfg = FineTuneConfig(
-        objective=objective,  # type: ignore[arg-type]
-        method=method,  # type: ignore[arg-type]
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
+    given = {
+        "objective": objective, "method": method, "layers": layers, "epochs": epochs,
+        "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+        "seed": seed,
+    }  # fmt: skip
+    cfg = FineTuneConfig.model_validate({k: v for k, v in given.items() if v is not None})
     data = spec.load()
     err.print(
         f"[dim]{data.name}: {data.n_items:,} items, {data.n_interactions:,} interactions; "

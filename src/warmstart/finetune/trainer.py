@@ -57,14 +57,16 @@ class _Data:
     item_texts: list[str]
     user_texts: list[str]
     train: sp.csr_matrix  # users x items, binary
+    train_values: sp.csr_matrix  # the same pairs with their weights (ratings, where given)
     train_by_item: sp.csc_matrix
     items: np.ndarray  # items with at least one training user: what a step draws from
-    valid: sp.csr_matrix  # users x items: only validation items
+    valid: sp.csr_matrix  # users x items: only validation items, with their weights
     valid_items: np.ndarray
 
 
 def _prepare(dataset: Dataset, cfg: FineTuneConfig) -> _Data:
-    seen = dataset.matrix().tocsr()
+    values = dataset.matrix().tocsr()
+    seen = values.copy()
     seen.data[:] = 1.0
     counts = np.bincount(seen.indices, minlength=seen.shape[1])
     active = np.flatnonzero(counts > 0)
@@ -76,7 +78,9 @@ def _prepare(dataset: Dataset, cfg: FineTuneConfig) -> _Data:
         keep[valid_items] = 0.0
     train = (seen @ sp.diags(keep)).tocsr()
     train.eliminate_zeros()
-    valid = (seen @ sp.diags(1.0 - keep)).tocsr()
+    train_values = (values @ sp.diags(keep)).tocsr()
+    train_values.eliminate_zeros()
+    valid = (values @ sp.diags(1.0 - keep)).tocsr()
     valid.eliminate_zeros()
     items = np.flatnonzero(np.bincount(train.indices, minlength=seen.shape[1]) > 0)
     if len(items) < 2:
@@ -85,6 +89,7 @@ def _prepare(dataset: Dataset, cfg: FineTuneConfig) -> _Data:
         item_texts=dataset.item_texts(),
         user_texts=[t or "" for t in dataset.user_texts()],
         train=train,
+        train_values=train_values,
         train_by_item=train.tocsc(),
         items=items,
         valid=valid,
@@ -109,6 +114,7 @@ def validation_recall(data: _Data, item_emb: np.ndarray, user_emb: np.ndarray, k
     if data.valid_items.size == 0:
         return float("nan")
     truth = data.valid[:, data.valid_items].tocsr()
+    truth.data[:] = 1.0
     users = np.flatnonzero((np.diff(truth.indptr) > 0) & (np.diff(data.train.indptr) > 0))
     if users.size == 0:
         return float("nan")
@@ -120,16 +126,23 @@ def validation_recall(data: _Data, item_emb: np.ndarray, user_emb: np.ndarray, k
     return float(np.mean(hits / relevant))
 
 
+Embed = Callable[[np.ndarray], "torch.Tensor"]  # item indices -> their embeddings, with gradients
+
+
 class _Objective:
     """A batch of items in, a scalar loss out."""
 
     extra: list[Any]  # trainable modules besides the tower (saved with it)
 
-    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         raise NotImplementedError
 
     def refresh(self, item_emb: np.ndarray, user_emb: np.ndarray) -> None:
         """New memory bank after an epoch (contrastive uses it; others ignore it)."""
+
+    def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
+        """The objective's own figure on the held-out items (rating: RMSE, click: AUC)."""
+        return {}
 
 
 def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -158,14 +171,18 @@ class _Contrastive(_Objective):
         centre = user_emb[texted].mean(axis=0) if texted.any() else 0.0
         self.user_emb = np.where(texted[:, None], user_emb - centre, 0.0).astype(np.float32)
 
-    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        import torch
+    def pairs(
+        self, batch: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each item, one user who picked it and that user's profile from the memory bank.
 
+        Items whose user has no other item and no text are dropped: they say nothing about it.
+        """
         by_item, train = self.data.train_by_item, self.data.train
-        keep, targets = [], []
+        keep, users, targets = [], [], []
         for i in batch:
-            users = by_item.indices[by_item.indptr[i] : by_item.indptr[i + 1]]
-            u = int(rng.choice(users))
+            picked_by = by_item.indices[by_item.indptr[i] : by_item.indptr[i + 1]]
+            u = int(rng.choice(picked_by))
             others = train.indices[train.indptr[u] : train.indptr[u + 1]]
             others = others[others != i]
             if others.size > self.cfg.history_items:
@@ -175,13 +192,122 @@ class _Contrastive(_Objective):
                 vec += self.item_emb[others].mean(axis=0)
             norm = float(np.linalg.norm(vec))
             if norm == 0:
-                continue  # a user with no other item and no text says nothing about i
+                continue
             keep.append(int(i))
+            users.append(u)
             targets.append(vec / norm)
+        if not keep:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return np.asarray(keep), np.asarray(users), np.stack(targets).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_emb.shape[1])
+
+    def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        import torch
+
+        keep, _, targets = self.pairs(batch, rng)
         if len(keep) < 2:
             return torch.zeros((), requires_grad=True)
-        z = tower.embed([self.data.item_texts[i] for i in keep])
-        return _info_nce(z, torch.from_numpy(np.stack(targets)), self.cfg.temperature)
+        return _info_nce(embed(keep), torch.from_numpy(targets), self.cfg.temperature)
+
+    def held_out_profiles(self, user_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Users who picked a held-out item and have training items, and their bank profiles."""
+        truth = self.data.valid[:, self.data.valid_items].tocsr()
+        users = np.flatnonzero((np.diff(truth.indptr) > 0) & (np.diff(self.data.train.indptr) > 0))
+        return users, _profiles(self.data.train, self.item_emb, self.user_emb, users)
+
+
+class _PairHead:
+    """score(item, user) = a * (z . W u) + b, W starting as the identity: a bilinear two-tower
+    head, cheap to evaluate for every user-item pair at once."""
+
+    def __new__(cls, dim: int, scale: float) -> Any:
+        import torch
+
+        class Head(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.w = torch.nn.Linear(dim, dim, bias=False)
+                self.scale = torch.nn.Parameter(torch.tensor(scale))
+                self.bias = torch.nn.Parameter(torch.tensor(0.0))
+                with torch.no_grad():
+                    self.w.weight.copy_(torch.eye(dim))
+
+            def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+                return self.scale * (z * self.w(u)).sum(-1) + self.bias
+
+            def all_pairs(self, items: np.ndarray, users: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    u = self.w(torch.from_numpy(np.ascontiguousarray(users)))
+                    out = self.scale * (u @ torch.from_numpy(items).T) + self.bias
+                return out.numpy()
+
+        return Head()
+
+
+class _Rating(_Contrastive):
+    """A head predicts the rating from the item's text and the user's profile (squared error)."""
+
+    def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
+        super().__init__(data, cfg)
+        self.mean = float(data.train_values.data.mean()) if data.train_values.nnz else 0.0
+        self.head = _PairHead(dim, scale=1.0)
+        self.extra = [self.head]
+
+    def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        import torch
+
+        keep, users, targets = self.pairs(batch, rng)
+        if len(keep) < 1:
+            return torch.zeros((), requires_grad=True)
+        pred = self.mean + self.head(embed(keep), torch.from_numpy(targets))
+        actual = np.asarray(self.data.train_values[users, keep], dtype=np.float32).ravel()
+        return torch.nn.functional.mse_loss(pred, torch.from_numpy(actual))
+
+    def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
+        from warmstart.eval.metrics import RMSE
+
+        users, profiles = self.held_out_profiles(user_emb)
+        truth = self.data.valid[users][:, self.data.valid_items].tocoo()
+        if truth.nnz == 0:
+            return {"rmse": float("nan")}
+        scores = self.mean + self.head.all_pairs(item_emb[self.data.valid_items], profiles)
+        return {"rmse": RMSE().calc(scores[truth.row, truth.col], truth.data)}
+
+
+class _Click(_Contrastive):
+    """A head tells a user's items from other users' items (binary cross-entropy).
+
+    The negative for each (item, user) pair is the item with the user of another pair in the
+    batch, so a step encodes no extra text.
+    """
+
+    def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
+        super().__init__(data, cfg)
+        self.head = _PairHead(dim, scale=1.0 / cfg.temperature)
+        self.extra = [self.head]
+
+    def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        import torch
+
+        keep, _, targets = self.pairs(batch, rng)
+        if len(keep) < 2:
+            return torch.zeros((), requires_grad=True)
+        z, u = embed(keep), torch.from_numpy(targets)
+        logits = torch.cat([self.head(z, u), self.head(z, u.roll(1, dims=0))])
+        labels = torch.cat([torch.ones(len(keep)), torch.zeros(len(keep))])
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+    def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
+        from warmstart.eval.metrics import AUC
+
+        users, profiles = self.held_out_profiles(user_emb)
+        if users.size == 0:
+            return {"auc": float("nan")}
+        scores = self.head.all_pairs(item_emb[self.data.valid_items], profiles)
+        return {"auc": AUC().calc(scores, self.data.valid[users][:, self.data.valid_items])}
 
 
 class _Alignment(_Objective):
@@ -199,10 +325,10 @@ class _Alignment(_Objective):
         self.head = torch.nn.Linear(dim, q.shape[1])
         self.extra = [self.head]
 
-    def loss(self, tower: TextTower, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         import torch
 
-        z = tower.embed([self.data.item_texts[i] for i in batch])
+        z = embed(batch)
         pred = self.head(z)
         target = self.factors[torch.from_numpy(batch)]
         mse = torch.nn.functional.mse_loss(pred, target)
@@ -213,7 +339,27 @@ class _Alignment(_Objective):
 def _objective(data: _Data, cfg: FineTuneConfig, dim: int) -> _Objective:
     if cfg.objective == "alignment":
         return _Alignment(data, cfg, dim)
+    if cfg.objective == "rating":
+        return _Rating(data, cfg, dim)
+    if cfg.objective == "click":
+        return _Click(data, cfg, dim)
     return _Contrastive(data, cfg)
+
+
+def _batches(
+    order: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Batches of `size` items of similar token length (less padding), in random order.
+
+    Items are taken in `order` in pools of 50 batches; each pool is sorted by length and cut.
+    """
+    pool = size * 50
+    out: list[np.ndarray] = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 def _schedule(total: int, warmup: int) -> Callable[[int], float]:
@@ -324,24 +470,48 @@ def finetune(
         best_recall, stale = float(meta["best_recall"]), int(meta["stale"])
         say(f"resuming after epoch {meta['epoch']} (step {step})")
 
-    def refresh() -> float:
-        item_emb = tower.encode(data.item_texts, show_progress=progress)
+    # The frozen lower layers run once per text, here; steps and refreshes run only the rest.
+    states = (
+        tower.lower_states(data.item_texts, show_progress=progress) if tower.cacheable else None
+    )
+    if states is not None:
+        lengths = states.lengths
+
+        def embed(idx: np.ndarray) -> torch.Tensor:
+            return tower.embed_states(states, idx)
+
+    else:
+        lengths = tower.token_lengths(data.item_texts)
+
+        def embed(idx: np.ndarray) -> torch.Tensor:
+            return tower.embed([data.item_texts[i] for i in idx])
+
+    def refresh() -> dict[str, float]:
+        if states is not None:
+            item_emb = tower.encode_states(states, show_progress=progress)
+        else:
+            item_emb = tower.encode(data.item_texts, show_progress=progress)
         user_emb = tower.encode(data.user_texts, show_progress=False)
         objective.refresh(item_emb, user_emb)
-        return validation_recall(data, item_emb, user_emb, cfg.validation_k)
+        recall = validation_recall(data, item_emb, user_emb, cfg.validation_k)
+        return {"recall": recall, **objective.validate(item_emb, user_emb)}
 
-    recall = refresh()
+    def describe(figures: dict[str, float]) -> str:
+        extra = "".join(f", {k} {v:.4f}" for k, v in figures.items() if k != "recall")
+        return f"validation recall@{cfg.validation_k} {figures['recall']:.4f}{extra}"
+
+    figures = refresh()
     if not resume:
-        best_state, best_recall = tower.trainable_state(), recall
-        history.append({"epoch": 0, "step": 0, "loss": float("nan"), "recall": recall})
-        say(f"untrained encoder: validation recall@{cfg.validation_k} {recall:.4f}")
+        best_state, best_recall = tower.trainable_state(), figures["recall"]
+        history.append({"epoch": 0, "step": 0, "loss": float("nan"), **figures})
+        say(f"untrained encoder: {describe(figures)}")
 
     for epoch in range(first_epoch, cfg.epochs + 1):
         if step >= total or stale > cfg.patience:  # done, or stopped early before a resume
             break
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        order = rng.permutation(data.items)
+        batches = _batches(rng.permutation(data.items), lengths, cfg.batch_size, rng)
         tower.model.train()
         losses = []
         bar = tqdm(
@@ -351,10 +521,10 @@ def finetune(
             unit="step",
         )
         with bar:
-            for b in range(0, len(order), cfg.batch_size):
+            for batch in batches:
                 if step >= total:
                     break
-                loss = objective.loss(tower, order[b : b + cfg.batch_size], rng)
+                loss = objective.loss(embed, batch, rng)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -364,10 +534,9 @@ def finetune(
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        recall = refresh()
-        history.append(
-            {"epoch": epoch, "step": step, "loss": float(np.mean(losses)), "recall": recall}
-        )
+        figures = refresh()
+        recall = figures["recall"]
+        history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses)), **figures})
         improved = math.isnan(best_recall) or (not math.isnan(recall) and recall > best_recall)
         if improved:
             best_state, best_recall, best_epoch, stale = tower.trainable_state(), recall, epoch, 0
@@ -390,8 +559,8 @@ def finetune(
                 stale=stale,
             )
         say(
-            f"epoch {epoch}: loss {np.mean(losses):.4f}, validation recall@{cfg.validation_k} "
-            f"{recall:.4f}{' (best)' if improved else ''}"
+            f"epoch {epoch}: loss {np.mean(losses):.4f}, {describe(figures)}"
+            f"{' (best)' if improved else ''}"
         )
         if stale > cfg.patience:
             say(f"stopping early: no better validation recall for {stale} epochs")

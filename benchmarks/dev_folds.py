@@ -28,8 +28,9 @@ from warmstart.text import encoder_from_name
 
 
 def inner_folds(args: argparse.Namespace) -> list[Split]:
-    spec = DataSpec(dataset=args.dataset, min_rating=args.min_rating)
-    train = build_split(spec.load(), args.protocol, seed=args.seed).train
+    min_rating = None if args.min_rating in ("", "none") else float(args.min_rating)
+    spec = DataSpec(dataset=args.dataset, min_rating=min_rating)
+    train = build_split(spec.load(), args.protocol, split=args.split, seed=args.seed).train
     seeds = [args.seed + 11 + i for i in range(args.folds)]
     if args.protocol == "cold-item":
         return [cold_item_split(train, validation_fraction=0.0, seed=s) for s in seeds]
@@ -45,7 +46,8 @@ def parse_model(text: str) -> tuple[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--min-rating", type=float, default=4.0)
+    parser.add_argument("--min-rating", default="4", help="'none' for implicit data")
+    parser.add_argument("--split", default="random", help="the benchmark's split, e.g. dropoutnet")
     parser.add_argument("--protocol", choices=("cold-item", "cold-user"), default="cold-item")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,7 @@ from test_models import (  # noqa: F401
 )
 from warmstart.finetune import FineTuneConfig, TextTower, finetune, load_tower
 from warmstart.finetune import trainer as trainer_module
+from warmstart.finetune.batching import length_batches
 from warmstart.models import Recommender
 from warmstart.text import MiniLMEncoder
 
@@ -111,7 +112,7 @@ def test_batches_cover_every_item_once_and_group_similar_lengths() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(2, 128, size=1000)
     order = rng.permutation(1000)
-    batches = trainer_module._batches(order, lengths, 10, rng)
+    batches = length_batches(order, lengths, 10, rng)
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     assert all(len(b) == 10 for b in batches)
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
@@ -125,6 +126,45 @@ def test_other_objectives_train(objective: str) -> None:
     result = finetune(ds, cfg, progress=False)
     losses = [h["loss"] for h in result.history[1:]]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_hard_negatives_are_near_misses_of_the_cf_model() -> None:
+    ds, cluster = make_clustered()
+    cfg = FineTuneConfig(hard_negatives=True, hard_negative_pool=3, **FAST)
+    prepared = trainer_module._prepare(ds, cfg)
+    objective = trainer_module._Contrastive(prepared, cfg)
+    users = np.arange(prepared.train.shape[0])
+    negatives = objective.hard_negatives(users, np.random.default_rng(0))
+    picked = [set(prepared.train[u].indices) for u in users]
+    assert all(int(j) not in picked[u] for u, j in zip(users, negatives, strict=True))
+    # each user picked 6 of their cluster's 10 items: the near misses are mostly the other 4
+    # (a random unpicked item is of the user's cluster 4 times in 34)
+    own = [cluster[next(iter(picked[u]))] for u in users]
+    assert np.mean(cluster[negatives] == own) > 0.75
+    result = finetune(ds, FineTuneConfig(hard_negatives=True, epochs=2, **FAST), progress=False)
+    losses = [h["loss"] for h in result.history[1:]]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_hard_negatives_only_with_the_contrastive_objective() -> None:
+    with pytest.raises(ValueError, match="contrastive objective"):
+        FineTuneConfig(objective="alignment", hard_negatives=True)
+
+
+def test_domain_adaptation_learns_the_catalogue_words_and_keeps_frozen_layers() -> None:
+    from warmstart.finetune.domain import adapt_to_domain
+
+    ds, _ = make_clustered()
+    cfg = FineTuneConfig(mlm_epochs=4, batch_size=8, learning_rate=3e-3, seed=0)
+    tower = TextTower(cfg)
+    frozen = {k: v.detach().clone() for k, v in tower.bert.encoder.layer[0].state_dict().items()}
+    losses = adapt_to_domain(tower, ds.item_texts(), progress=False, say=lambda _: None)
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
+    after = tower.bert.encoder.layer[0].state_dict()
+    assert all(np.array_equal(frozen[k].numpy(), after[k].numpy()) for k in frozen)
+    # and as the first stage of fine-tuning, recorded with the result
+    result = finetune(ds, FineTuneConfig(mlm_epochs=1, max_steps=2, **FAST), progress=False)
+    assert len(result.mlm_losses) == 1 and np.isfinite(result.mlm_losses[0])
 
 
 def test_click_reports_auc_and_rating_reports_rmse_on_held_out_items() -> None:
@@ -153,6 +193,21 @@ def test_validation_keeps_the_best_epoch_and_writes_outputs(tmp_path: Path) -> N
     again = load_tower(tmp_path / "ft")
     texts = ds.item_texts()[:5]
     assert np.allclose(again.encode(texts), result.tower.encode(texts), atol=1e-6)
+    assert (tmp_path / "ft" / "merged" / "model.safetensors").is_file()
+
+
+def test_merged_encoder_loads_in_sentence_transformers(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    ds, _ = make_clustered()
+    cfg = FineTuneConfig(max_steps=3, **FAST)  # no validation: the last step's weights are kept
+    tower = finetune(ds, cfg, progress=False).tower
+    texts = ds.item_texts()[:5]
+    tuned = tower.encode(texts)
+    assert not np.allclose(tuned, TextTower(cfg).encode(texts), atol=1e-4)  # it did train
+    merged = SentenceTransformer(str(tower.save_merged(tmp_path / "merged")), device="cpu")
+    assert merged.max_seq_length == cfg.max_length
+    assert np.allclose(merged.encode(texts), tuned, atol=1e-5)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(

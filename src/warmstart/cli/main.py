@@ -438,6 +438,17 @@ def finetune(
     learning_rate: Annotated[
         float | None, typer.Option("--lr", help="default 5e-4 for LoRA, 5e-5 otherwise")
     ] = None,
+    mlm_epochs: Annotated[
+        int | None,
+        typer.Option("--mlm-epochs", min=0, help="masked-LM passes over the item texts first"),
+    ] = None,
+    hard_negatives: Annotated[
+        bool | None,
+        typer.Option(
+            "--hard-negatives/--no-hard-negatives",
+            help="contrastive: add the CF model's near misses as negatives",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="go on from the checkpoint in --output")
@@ -457,7 +468,7 @@ def finetune(
     given = {
         "objective": objective, "method": method, "layers": layers, "epochs": epochs,
         "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-        "seed": seed,
+        "seed": seed, "hard_negatives": hard_negatives, "mlm_epochs": mlm_epochs,
     }  # fmt: skip
     cfg = FineTuneConfig.model_validate({k: v for k, v in given.items() if v is not None})
     data = spec.load()

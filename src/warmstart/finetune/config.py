@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class FineTuneConfig(BaseModel):
@@ -21,6 +21,12 @@ class FineTuneConfig(BaseModel):
       - `click`: the same head tells a user's items from another user's (binary cross-entropy,
         the other pairs of the batch as negatives); validation also reports AUC.
       Whatever the objective, early stopping follows recall of the held-out items.
+    mlm_epochs: passes of masked-language modelling over the texts of the items with training
+    interactions, before the objective (domain-adaptive pre-training; 0: none). It trains the
+    same parameters; epoch 0 of the history (the fallback if no epoch helps) is then the
+    adapted encoder.
+    hard_negatives: contrastive only: add, for each pair, an item the ALS model ranks among the
+    user's top `hard_negative_pool` that they never picked (one more text per pair and step).
     method: `lora` adapters on the attention projections (default), the whole top `layers`
     transformer layers (`top`), or `full` fine-tuning of everything.
     layers: how many of the top transformer layers train (LoRA adapters on them, or the whole
@@ -48,12 +54,23 @@ class FineTuneConfig(BaseModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
     temperature: float = Field(default=0.05, gt=0)
     max_length: int = Field(default=128, ge=8)  # tokens per text while training and encoding
+    mlm_epochs: int = Field(default=0, ge=0)
+    hard_negatives: bool = False
+    hard_negative_pool: int = Field(default=50, ge=1)
     history_items: int = Field(default=20, ge=1)  # a user's items pooled into their profile
     validation_fraction: float = Field(default=0.05, ge=0, lt=1)  # items held out, for stopping
     validation_k: int = Field(default=20, ge=1)
     patience: int = Field(default=1, ge=0)  # epochs without a better validation recall
     seed: int = 0
     num_threads: int = Field(default=0, ge=0)  # 0: torch's default
+
+    @model_validator(mode="after")
+    def _hard_negatives_are_contrastive(self) -> FineTuneConfig:
+        if self.hard_negatives and self.objective != "contrastive":
+            raise ValueError(
+                f"hard_negatives applies to the contrastive objective, not {self.objective!r}"
+            )
+        return self
 
     @property
     def lr(self) -> float:

@@ -9,6 +9,7 @@ that a saved model needs besides the packaged base weights.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from warmstart._io import write_json
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.text.encoders import (
     MiniLMEncoder,
@@ -137,13 +139,22 @@ class TextTower:
             hidden = layer(hidden, mask)
         return hidden
 
+    def _top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The trained layers, on the lower layers' output: token states."""
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[self.frozen_layers :]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every layer, no pooling: what a token-level objective (masked LM) trains on."""
+        return self._top(self._lower(input_ids, attention_mask), attention_mask)
+
     def _upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The trained layers, mean pooling over real tokens, L2 normalisation."""
         import torch
 
-        mask = self._mask(hidden, attention_mask)
-        for layer in self.bert.encoder.layer[self.frozen_layers :]:
-            hidden = layer(hidden, mask)
+        hidden = self._top(hidden, attention_mask)
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
@@ -302,16 +313,34 @@ class TextTower:
         return digest.hexdigest()[:16]
 
     def save_merged(self, directory: str | Path) -> Path:
-        """The tower as a plain transformers model folder (LoRA merged in), plus its tokenizer."""
-        import copy
+        """The tower as a plain model folder (LoRA merged in), written atomically.
 
-        directory = Path(directory)
+        It holds the transformers weights, the tokenizer and the sentence-transformers module
+        files of the packaged MiniLM (mean pooling, normalisation), so both
+        `transformers.AutoModel` and `sentence_transformers.SentenceTransformer` load it offline.
+        """
+        import copy
+        import shutil
+
+        from warmstart._io import staged_dir
+
         model = copy.deepcopy(self.model)
         if self.config.method == "lora":
             model = model.merge_and_unload()
-        model.save_pretrained(str(directory))
-        self.tokenizer.save_pretrained(str(directory))
-        return directory
+        with staged_dir(directory) as tmp:
+            model.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            for name in ("modules.json", "1_Pooling", "sentence_bert_config.json"):
+                source = self.model_dir / name
+                if source.is_dir():
+                    shutil.copytree(source, tmp / name)
+                elif source.is_file():
+                    shutil.copy2(source, tmp / name)
+            bert_config = tmp / "sentence_bert_config.json"
+            if bert_config.is_file():  # the length the tower was trained at
+                meta = json.loads(bert_config.read_text(encoding="utf-8"))
+                write_json(bert_config, {**meta, "max_seq_length": self.config.max_length})
+        return Path(directory)
 
 
 class FineTunedEncoder:

@@ -28,8 +28,10 @@ import scipy.sparse as sp
 
 from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
+from warmstart.finetune.batching import length_batches, linear_schedule
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.finetune.tower import TextTower
+from warmstart.text.encoders import has_text
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +50,7 @@ class FineTuneResult:
     best_epoch: int = 0  # 0: the untrained encoder was best on validation
     best_recall: float = float("nan")
     seconds: float = 0.0
+    mlm_losses: list[float] = field(default_factory=list)  # domain adaptation, per pass
 
 
 @dataclass
@@ -154,14 +157,41 @@ def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Ten
     return (ce(logits, labels) + ce(logits.T, labels)) / 2
 
 
+def _cf_factors(data: _Data, cfg: FineTuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """ALS user and item factors of the training interactions: the collaborative teacher."""
+    from warmstart.models.cf import CFConfig, fit_factors
+
+    return fit_factors(data.train, CFConfig(seed=cfg.seed))
+
+
 class _Contrastive(_Objective):
-    """Item text vs the profile of one of its users (their other items, and their own text)."""
+    """Item text vs the profile of one of its users (their other items, and their own text).
+
+    With `hard_negatives`, each user's row of the loss also holds an item that the ALS model
+    ranks among its top `hard_negative_pool` for that user but which they never picked: a
+    near miss, harder to tell apart than the batch's random items. It costs one more text per
+    pair in every step.
+    """
 
     def __init__(self, data: _Data, cfg: FineTuneConfig) -> None:
         self.data, self.cfg = data, cfg
         self.extra = []
         self.item_emb = np.zeros((0, 0), dtype=np.float32)
         self.user_emb = np.zeros((0, 0), dtype=np.float32)
+        self.user_factors = self.item_factors = np.zeros((0, 0), dtype=np.float32)
+        if cfg.hard_negatives:
+            self.user_factors, self.item_factors = _cf_factors(data, cfg)
+
+    def hard_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each user, one random item of the CF model's top picks that they never chose."""
+        items = self.data.items
+        scores = self.user_factors[users] @ self.item_factors[items].T
+        seen = self.data.train[users][:, items]
+        scores[seen.nonzero()] = -np.inf
+        pool = min(self.cfg.hard_negative_pool, len(items) - 1)
+        top = np.argpartition(-scores, pool - 1, axis=1)[:, :pool]
+        picks = top[np.arange(len(users)), rng.integers(0, pool, size=len(users))]
+        return np.asarray(items[picks], dtype=np.int64)
 
     def refresh(self, item_emb: np.ndarray, user_emb: np.ndarray) -> None:
         # Centred: what sets a user's items apart from the catalogue's average, not the average
@@ -207,10 +237,18 @@ class _Contrastive(_Objective):
     def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         import torch
 
-        keep, _, targets = self.pairs(batch, rng)
+        keep, users, targets = self.pairs(batch, rng)
         if len(keep) < 2:
             return torch.zeros((), requires_grad=True)
-        return _info_nce(embed(keep), torch.from_numpy(targets), self.cfg.temperature)
+        u = torch.from_numpy(targets)
+        if not self.cfg.hard_negatives:
+            return _info_nce(embed(keep), u, self.cfg.temperature)
+        z = embed(np.concatenate([keep, self.hard_negatives(users, rng)]))
+        labels = torch.arange(len(keep))
+        ce = torch.nn.functional.cross_entropy
+        to_items = ce(u @ z.T / self.cfg.temperature, labels)  # the batch's items + near misses
+        to_users = ce(z[: len(keep)] @ u.T / self.cfg.temperature, labels)
+        return (to_items + to_users) / 2
 
     def held_out_profiles(self, user_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Users who picked a held-out item and have training items, and their bank profiles."""
@@ -316,10 +354,8 @@ class _Alignment(_Objective):
     def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
         import torch
 
-        from warmstart.models.cf import CFConfig, fit_factors
-
         self.data, self.cfg = data, cfg
-        _, q = fit_factors(data.train, CFConfig(seed=cfg.seed))
+        _, q = _cf_factors(data, cfg)
         scale = float(np.sqrt(np.mean(np.sum(q[data.items] ** 2, axis=1)))) or 1.0
         self.factors = torch.from_numpy(np.ascontiguousarray(q / scale, dtype=np.float32))
         self.head = torch.nn.Linear(dim, q.shape[1])
@@ -344,33 +380,6 @@ def _objective(data: _Data, cfg: FineTuneConfig, dim: int) -> _Objective:
     if cfg.objective == "click":
         return _Click(data, cfg, dim)
     return _Contrastive(data, cfg)
-
-
-def _batches(
-    order: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Batches of `size` items of similar token length (less padding), in random order.
-
-    Items are taken in `order` in pools of 50 batches; each pool is sorted by length and cut.
-    """
-    pool = size * 50
-    out: list[np.ndarray] = []
-    for start in range(0, len(order), pool):
-        chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        out.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
-    return [out[i] for i in rng.permutation(len(out))]
-
-
-def _schedule(total: int, warmup: int) -> Callable[[int], float]:
-    """Linear warm-up to the full rate, then linear decay to zero at `total` steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -440,7 +449,7 @@ def finetune(
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(total, max(1, round(cfg.warmup_fraction * total)))
+        optimizer, linear_schedule(total, max(1, round(cfg.warmup_fraction * total)))
     )
     history: list[dict[str, float]] = []
     first_epoch, step = 1, 0
@@ -470,28 +479,58 @@ def finetune(
         best_recall, stale = float(meta["best_recall"]), int(meta["stale"])
         say(f"resuming after epoch {meta['epoch']} (step {step})")
 
+    mlm_losses: list[float] = []
+    if cfg.mlm_epochs and not resume:  # a checkpoint already holds the adapted weights
+        from warmstart.finetune.domain import adapt_to_domain
+
+        mlm_losses = adapt_to_domain(
+            tower, [data.item_texts[i] for i in data.items], progress=progress, say=say
+        )
+
+    # Only items with interactions (training or validation) take part: cold items in the
+    # catalogue are never trained on nor ranked here, so they are not encoded either.
+    needed = np.union1d(data.items, data.valid_items)
+    local = np.full(len(data.item_texts), -1, dtype=np.int64)
+    local[needed] = np.arange(len(needed))
+    texts = [data.item_texts[i] for i in needed]
+    user_texted = any(has_text(t) for t in data.user_texts)
     # The frozen lower layers run once per text, here; steps and refreshes run only the rest.
-    states = (
-        tower.lower_states(data.item_texts, show_progress=progress) if tower.cacheable else None
-    )
-    if states is not None:
-        lengths = states.lengths
+    if tower.cacheable:
+        states = tower.lower_states(texts, show_progress=progress)
+        user_states = (
+            tower.lower_states(data.user_texts, show_progress=False) if user_texted else None
+        )
+        lengths = np.zeros(len(local), dtype=np.int64)
+        lengths[needed] = states.lengths
 
         def embed(idx: np.ndarray) -> torch.Tensor:
-            return tower.embed_states(states, idx)
+            return tower.embed_states(states, local[idx])
+
+        def encode_items() -> np.ndarray:
+            return tower.encode_states(states, show_progress=progress)
+
+        def encode_users() -> np.ndarray:
+            if user_states is None:
+                return np.zeros((len(data.user_texts), tower.dim), dtype=np.float32)
+            return tower.encode_states(user_states, show_progress=False)
 
     else:
-        lengths = tower.token_lengths(data.item_texts)
+        lengths = np.zeros(len(local), dtype=np.int64)
+        lengths[needed] = tower.token_lengths(texts)
 
         def embed(idx: np.ndarray) -> torch.Tensor:
             return tower.embed([data.item_texts[i] for i in idx])
 
+        def encode_items() -> np.ndarray:
+            return tower.encode(texts, show_progress=progress)
+
+        def encode_users() -> np.ndarray:
+            return tower.encode(data.user_texts, show_progress=False)
+
     def refresh() -> dict[str, float]:
-        if states is not None:
-            item_emb = tower.encode_states(states, show_progress=progress)
-        else:
-            item_emb = tower.encode(data.item_texts, show_progress=progress)
-        user_emb = tower.encode(data.user_texts, show_progress=False)
+        item_emb = np.zeros((len(local), tower.dim), dtype=np.float32)
+        item_emb[needed] = encode_items()
+        user_emb = encode_users()
         objective.refresh(item_emb, user_emb)
         recall = validation_recall(data, item_emb, user_emb, cfg.validation_k)
         return {"recall": recall, **objective.validate(item_emb, user_emb)}
@@ -511,7 +550,7 @@ def finetune(
             break
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
-        batches = _batches(rng.permutation(data.items), lengths, cfg.batch_size, rng)
+        batches = length_batches(rng.permutation(data.items), lengths, cfg.batch_size, rng)
         tower.model.train()
         losses = []
         bar = tqdm(
@@ -573,6 +612,7 @@ def finetune(
         best_epoch=best_epoch,
         best_recall=best_recall,
         seconds=time.perf_counter() - start,
+        mlm_losses=mlm_losses,
     )
     if out is not None:
         write_outputs(result, out)
@@ -617,9 +657,14 @@ def _write_checkpoint(
         )
 
 
+MERGED = "merged"
+
+
 def write_outputs(result: FineTuneResult, out: Path) -> None:
-    """The best weights (`encoder.npz` + `encoder.json`), the history and the learning curves."""
+    """The best weights (`encoder.npz` + `encoder.json`), the same encoder merged into a plain
+    model folder (`merged/`), the history and the learning curves."""
     out.mkdir(parents=True, exist_ok=True)
+    result.tower.save_merged(out / MERGED)
     write_npz(out / "encoder.npz", **result.tower.trainable_state())
     write_json(
         out / "encoder.json",
@@ -629,6 +674,7 @@ def write_outputs(result: FineTuneResult, out: Path) -> None:
             "best_recall": result.best_recall,
             "seconds": round(result.seconds, 1),
             "history": result.history,
+            "mlm_losses": result.mlm_losses,
         },
     )
     plot_history(result.history, out / "learning_curves.png")

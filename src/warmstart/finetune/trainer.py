@@ -112,20 +112,37 @@ def _profiles(
     return out / np.where(norms > 0, norms, 1.0)
 
 
-def validation_recall(data: _Data, item_emb: np.ndarray, user_emb: np.ndarray, k: int) -> float:
-    """Recall@k of the held-out items, ranked among themselves for the users who picked them."""
-    if data.valid_items.size == 0:
-        return float("nan")
+def _validation_truth(data: _Data) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Binary held-out items of the users who picked one and also have training items."""
     truth = data.valid[:, data.valid_items].tocsr()
     truth.data[:] = 1.0
     users = np.flatnonzero((np.diff(truth.indptr) > 0) & (np.diff(data.train.indptr) > 0))
+    return truth[users], users
+
+
+def text_profile_scores(
+    data: _Data, item_emb: np.ndarray, user_emb: np.ndarray, users: np.ndarray
+) -> np.ndarray:
+    """Held-out items scored by text alone: each user's profile (mean of their training items'
+    embeddings plus their own text) against the items' embeddings."""
+    return _profiles(data.train, item_emb, user_emb, users) @ item_emb[data.valid_items].T
+
+
+def validation_recall(data: _Data, scores: Callable[[np.ndarray], np.ndarray], k: int) -> float:
+    """Recall@k of the held-out items, ranked among themselves for the users who picked them.
+
+    `scores(users)` gives a users x held-out items matrix: how the objective would rank them.
+    """
+    if data.valid_items.size == 0:
+        return float("nan")
+    truth, users = _validation_truth(data)
     if users.size == 0:
         return float("nan")
-    scores = _profiles(data.train, item_emb, user_emb, users) @ item_emb[data.valid_items].T
-    kk = min(k, scores.shape[1])
-    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    hits = np.asarray(truth[users][np.arange(len(users))[:, None], top].todense()).sum(axis=1)
-    relevant = np.minimum(np.diff(truth[users].indptr), kk)
+    s = scores(users)
+    kk = min(k, s.shape[1])
+    top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+    hits = np.asarray(truth[np.arange(len(users))[:, None], top].todense()).sum(axis=1)
+    relevant = np.minimum(np.diff(truth.indptr), kk)
     return float(np.mean(hits / relevant))
 
 
@@ -135,6 +152,8 @@ Embed = Callable[[np.ndarray], "torch.Tensor"]  # item indices -> their embeddin
 class _Objective:
     """A batch of items in, a scalar loss out."""
 
+    data: _Data
+    cfg: FineTuneConfig
     extra: list[Any]  # trainable modules besides the tower (saved with it)
 
     def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -146,6 +165,13 @@ class _Objective:
     def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
         """The objective's own figure on the held-out items (rating: RMSE, click: AUC)."""
         return {}
+
+    def validation_scores(
+        self, item_emb: np.ndarray, user_emb: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """How held-out items are ranked for early stopping: by text profiles, unless the
+        objective trains for another use of the embeddings."""
+        return lambda users: text_profile_scores(self.data, item_emb, user_emb, users)
 
 
 def _info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -252,8 +278,7 @@ class _Contrastive(_Objective):
 
     def held_out_profiles(self, user_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Users who picked a held-out item and have training items, and their bank profiles."""
-        truth = self.data.valid[:, self.data.valid_items].tocsr()
-        users = np.flatnonzero((np.diff(truth.indptr) > 0) & (np.diff(self.data.train.indptr) > 0))
+        _, users = _validation_truth(self.data)
         return users, _profiles(self.data.train, self.item_emb, self.user_emb, users)
 
 
@@ -349,13 +374,22 @@ class _Click(_Contrastive):
 
 
 class _Alignment(_Objective):
-    """A linear head on the text embedding reproduces the item's ALS factors and their ranking."""
+    """A linear head on the text embedding reproduces the item's ALS factors and their ranking.
+
+    This trains the text for the cold-start bridge, so early stopping ranks the held-out items
+    as the bridge would: a ridge map from the training items' embeddings to their factors,
+    fitted afresh on each epoch's embeddings (so the untrained encoder is measured the same
+    way), predicts the held-out items' factors, which are scored against the users' factors.
+    """
+
+    RIDGE = 1.0  # penalty of the validation map, for unit-length 384-d embeddings
 
     def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
         import torch
 
         self.data, self.cfg = data, cfg
-        _, q = _cf_factors(data, cfg)
+        self.user_factors, q = _cf_factors(data, cfg)
+        self.item_factors = q
         scale = float(np.sqrt(np.mean(np.sum(q[data.items] ** 2, axis=1)))) or 1.0
         self.factors = torch.from_numpy(np.ascontiguousarray(q / scale, dtype=np.float32))
         self.head = torch.nn.Linear(dim, q.shape[1])
@@ -370,6 +404,15 @@ class _Alignment(_Objective):
         mse = torch.nn.functional.mse_loss(pred, target)
         norm = torch.nn.functional.normalize
         return mse + _info_nce(norm(pred, dim=-1), norm(target, dim=-1), self.cfg.temperature)
+
+    def validation_scores(
+        self, item_emb: np.ndarray, user_emb: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        x = item_emb[self.data.items].astype(np.float64)
+        gram = x.T @ x + self.RIDGE * np.eye(x.shape[1])
+        weights = np.linalg.solve(gram, x.T @ self.item_factors[self.data.items])
+        predicted = (item_emb[self.data.valid_items] @ weights).astype(np.float32)
+        return lambda users: self.user_factors[users] @ predicted.T
 
 
 def _objective(data: _Data, cfg: FineTuneConfig, dim: int) -> _Objective:
@@ -532,7 +575,8 @@ def finetune(
         item_emb[needed] = encode_items()
         user_emb = encode_users()
         objective.refresh(item_emb, user_emb)
-        recall = validation_recall(data, item_emb, user_emb, cfg.validation_k)
+        scores = objective.validation_scores(item_emb, user_emb)
+        recall = validation_recall(data, scores, cfg.validation_k)
         return {"recall": recall, **objective.validate(item_emb, user_emb)}
 
     def describe(figures: dict[str, float]) -> str:

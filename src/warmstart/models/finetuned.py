@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -13,13 +15,20 @@ from warmstart.data.dataset import Dataset
 from warmstart.finetune import FineTuneConfig, FineTunedEncoder, TextTower, finetune
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.hybrid import WarmStartConfig, WarmStartRecommender
+from warmstart.text import MissingDependencyError, TextEncoder
 from warmstart.text.cache import CachedEncoder
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "ft."  # saved tower tensors live in the model's state.npz under this prefix
 
 
 class WarmStartFTConfig(WarmStartConfig):
     finetune: FineTuneConfig = Field(default_factory=FineTuneConfig)
+    # How the tuned encoder runs once trained. `onnx-int8`: exported (adapters merged) and
+    # quantised, run by onnxruntime, about 2x faster than torch with cosine >= 0.99 to it; torch
+    # is used instead when onnxruntime is not installed. `torch`: the tower itself, in fp32.
+    inference: Literal["onnx-int8", "torch"] = "onnx-int8"
 
 
 class WarmStartFTRecommender(WarmStartRecommender):
@@ -36,6 +45,11 @@ class WarmStartFTRecommender(WarmStartRecommender):
     minutes on 2 cores for MovieLens-size catalogues. The trained tensors (a LoRA adapter is
     about 0.4 MB) are saved inside the model folder; the base weights come from the installed
     MiniLM package, so a saved model loads offline.
+
+    By default (`inference="onnx-int8"`) the tuned tower is exported to int8 ONNX after
+    training and again after loading (deterministic, from the same tensors, so a loaded model
+    encodes exactly as the saved one did); item and query texts are then encoded by
+    onnxruntime. The encoder's name says which path made a vector, so caches never mix them.
     """
 
     name = "warmstart-ft"
@@ -55,7 +69,16 @@ class WarmStartFTRecommender(WarmStartRecommender):
 
     def _use_tower(self, tower: TextTower) -> None:
         self.tower = tower
-        self.set_encoder(CachedEncoder(FineTunedEncoder(tower), self.cache_dir))
+        self.set_encoder(CachedEncoder(self._inference_encoder(tower), self.cache_dir))
+
+    def _inference_encoder(self, tower: TextTower) -> TextEncoder:
+        """int8 ONNX unless configured otherwise or onnxruntime is missing; else the tower."""
+        if self.config.inference == "onnx-int8":
+            try:
+                return _int8_encoder(tower)
+            except MissingDependencyError as exc:
+                log.warning("warmstart-ft encodes with torch: no int8 ONNX path (%s)", exc)
+        return FineTunedEncoder(tower)
 
     def _state(self) -> dict[str, np.ndarray]:
         assert self.tower is not None
@@ -68,3 +91,13 @@ class WarmStartFTRecommender(WarmStartRecommender):
         n = len(_PREFIX)
         tower.load_trainable_state({k[n:]: v for k, v in arrays.items() if k.startswith(_PREFIX)})
         self._use_tower(tower)
+
+
+def _int8_encoder(tower: TextTower) -> TextEncoder:
+    """The tower exported to int8 ONNX in a scratch folder; the encoder keeps it in memory."""
+    from warmstart.finetune.export import export_onnx
+    from warmstart.text.onnx_encoder import OnnxEncoder
+
+    with tempfile.TemporaryDirectory(prefix="warmstart-onnx-") as tmp:
+        folder = export_onnx(tower, Path(tmp) / "encoder")
+        return OnnxEncoder(folder, threads=tower.config.num_threads)

@@ -23,10 +23,17 @@ from warmstart.text.encoders import (
 )
 
 META = "encoder.onnx.json"
+# How `export_onnx` builds the int8 model. It is part of the encoder's name, so embedding caches
+# never mix vectors of two recipes. "r1" (no tag in the metadata): plain dynamic quantisation.
+INT8_RECIPE = "r2"
 
 
 class OnnxEncoder:
-    """Encode with an exported (and by default int8-quantised) encoder folder."""
+    """Encode with an exported (and by default int8-quantised) encoder folder.
+
+    The folder is read once, here: the session and tokenizer live in memory, so the folder
+    may be removed afterwards. `threads`: onnxruntime's intra-op threads (0: one per core).
+    """
 
     def __init__(self, directory: str | Path, *, int8: bool = True, threads: int = 0) -> None:
         try:
@@ -46,12 +53,15 @@ class OnnxEncoder:
             )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         model_file = meta["int8_model" if int8 else "model"]
-        self.name: str = f"{meta['name']}+onnx-{'int8' if int8 else 'fp32'}"
+        recipe = meta.get("int8_recipe")
+        kind = ("int8" + (f"-{recipe}" if recipe else "")) if int8 else "fp32"
+        self.name: str = f"{meta['name']}+onnx-{kind}"
         self.dim: int = int(meta["dim"])
         self.max_length = int(meta["max_length"])
+        self._pad_id = int(meta["pad_id"])
         self._tokenizer: Any = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.max_length)
-        self._tokenizer.enable_padding(pad_id=int(meta["pad_id"]), pad_token=meta["pad_token"])
+        self._tokenizer.no_padding()  # batches are padded here, once sorted by token count
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -62,20 +72,29 @@ class OnnxEncoder:
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
     ) -> np.ndarray:
-        """Length-sorted batches (less padding), results in input order; blank texts give 0 rows."""
+        """Batches of similar token counts, results in input order; blank texts give 0 rows.
+
+        Texts are tokenized first and sorted by token count, not by characters: on CiteULike-a
+        character order pads batches to 1.37x the real tokens, token order to 1.02x.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
         def run(items: list[str]) -> np.ndarray:
-            order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+            encoded = self._tokenizer.encode_batch(items)
+            lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
+            order = np.argsort(-lengths, kind="stable")
             out = np.empty((len(items), self.dim), dtype=np.float32)
             enabled = _want_progress(show_progress, len(items))
             with _progress(len(items), enabled, "ONNX") as bar:
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
-                    encoded = self._tokenizer.encode_batch([items[i] for i in chunk])
-                    ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-                    mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+                    width = int(lengths[chunk].max())
+                    ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
+                    mask = np.zeros((len(chunk), width), dtype=np.int64)
+                    for row, i in enumerate(chunk):
+                        ids[row, : lengths[i]] = encoded[i].ids
+                        mask[row, : lengths[i]] = 1
                     feeds = {"input_ids": ids, "attention_mask": mask}
                     out[chunk] = self._session.run(None, feeds)[0]
                     bar.update(len(chunk))

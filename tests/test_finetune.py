@@ -288,3 +288,14 @@ def test_warmstart_ft_saves_and_loads_offline(
     assert np.array_equal(loaded.recommend(users, k=5).scores, r.scores)
     texts = data.dataset.item_texts()[:3]
     assert np.allclose(loaded.encode(texts), m.encode(texts), atol=1e-6)
+
+
+def test_warmstart_ft_aligns_to_cf_unless_an_objective_is_named() -> None:
+    from warmstart.models.finetuned import WarmStartFTConfig
+
+    assert WarmStartFTConfig().finetune.objective == "alignment"
+    tuned = WarmStartFTConfig.model_validate({"finetune": {"epochs": 2}})
+    assert (tuned.finetune.objective, tuned.finetune.epochs) == ("alignment", 2)
+    named = WarmStartFTConfig.model_validate({"finetune": {"objective": "contrastive"}})
+    assert named.finetune.objective == "contrastive"
+    assert WarmStartFTConfig.model_validate(named.model_dump()) == named  # round-trips

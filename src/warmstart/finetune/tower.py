@@ -214,17 +214,30 @@ class TextTower:
         )
 
     def embed_states(self, states: LowerStates, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """Like `embed` for the texts at `idx`, running only the trained layers."""
+        """Like `embed` for the texts at `idx`, running only the trained layers.
+
+        The texts run in groups of similar length (rows in `idx` order come back): a random
+        batch of titles with one abstract among them would otherwise pad every title to the
+        abstract's length. The result is the same; only the padding is saved.
+        """
         import torch
 
-        lengths = states.lengths[list(idx)]
-        hidden = torch.zeros((len(lengths), int(lengths.max()), self.dim))
-        mask = torch.zeros((len(lengths), int(lengths.max())), dtype=torch.long)
-        for row, i in enumerate(idx):
-            a, b = states.offsets[i], states.offsets[i + 1]
-            hidden[row, : b - a] = torch.from_numpy(states.hidden[a:b])
-            mask[row, : b - a] = 1
-        return self._upper(hidden, mask)
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = states.lengths[idx]
+        order = np.argsort(lengths, kind="stable")
+        parts = []
+        for group in _length_groups(lengths[order]):
+            rows = idx[order[group]]
+            width = int(lengths[order[group]].max())
+            hidden = torch.zeros((len(rows), width, self.dim))
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, i in enumerate(rows):
+                a, b = states.offsets[i], states.offsets[i + 1]
+                hidden[row, : b - a] = torch.from_numpy(states.hidden[a:b])
+                mask[row, : b - a] = 1
+            parts.append(self._upper(hidden, mask))
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return out[torch.from_numpy(np.argsort(order, kind="stable"))]
 
     def encode_states(
         self, states: LowerStates, *, batch_size: int = 64, show_progress: bool | None = None
@@ -360,3 +373,15 @@ class FineTunedEncoder:
 
     def __repr__(self) -> str:
         return f"FineTunedEncoder(name={self.name!r})"
+
+
+def _length_groups(sorted_lengths: np.ndarray, min_size: int = 8) -> list[slice]:
+    """Cut ascending lengths where a text is over twice the group's shortest (groups of at
+    least `min_size`, so that a step still runs a few large products, not many small ones)."""
+    groups, start = [], 0
+    for i in range(1, len(sorted_lengths)):
+        if i - start >= min_size and sorted_lengths[i] > 2 * sorted_lengths[start]:
+            groups.append(slice(start, i))
+            start = i
+    groups.append(slice(start, len(sorted_lengths)))
+    return groups

@@ -302,3 +302,10 @@ def test_warmstart_ft_aligns_to_cf_unless_an_objective_is_named() -> None:
     named = WarmStartFTConfig.model_validate({"finetune": {"objective": "contrastive"}})
     assert named.finetune.objective == "contrastive"
     assert WarmStartFTConfig.model_validate(named.model_dump()) == named  # round-trips
+
+
+def test_default_learning_rate_depends_on_method_and_objective() -> None:
+    assert FineTuneConfig().lr == 2e-4  # contrastive LoRA: in-batch negatives overfit at 5e-4
+    assert FineTuneConfig(objective="alignment").lr == 5e-4
+    assert FineTuneConfig(method="top").lr == 5e-5
+    assert FineTuneConfig(learning_rate=1e-3).lr == 1e-3

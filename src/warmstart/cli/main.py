@@ -436,7 +436,11 @@ def finetune(
     ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=2)] = None,
     learning_rate: Annotated[
-        float | None, typer.Option("--lr", help="default 5e-4 for LoRA, 5e-5 otherwise")
+        float | None,
+        typer.Option(
+            "--lr",
+            help="default: LoRA 2e-4 contrastive/click, 5e-4 alignment/rating; 5e-5 top/full",
+        ),
     ] = None,
     mlm_epochs: Annotated[
         int | None,

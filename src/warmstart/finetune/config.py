@@ -48,7 +48,7 @@ class FineTuneConfig(BaseModel):
     epochs: int = Field(default=3, ge=1)
     max_steps: int | None = Field(default=None, ge=1)  # stop after this many steps in all
     batch_size: int = Field(default=32, ge=2)
-    learning_rate: float | None = Field(default=None, gt=0)  # None: 5e-4 LoRA, 5e-5 otherwise
+    learning_rate: float | None = Field(default=None, gt=0)  # None: see `lr`
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
@@ -74,6 +74,12 @@ class FineTuneConfig(BaseModel):
 
     @property
     def lr(self) -> float:
+        """`learning_rate`, else 5e-5 for whole layers, and for LoRA 5e-4 (alignment, rating)
+        or 2e-4 (contrastive, click). With in-batch negatives at temperature 0.05, 5e-4 overfit
+        within the first epoch of 3 on ML-100K (validation recall 0.372 -> 0.354); 2e-4 gave
+        0.403 after one epoch (1e-4: 0.392)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return 5e-4 if self.method == "lora" else 5e-5
+        if self.method != "lora":
+            return 5e-5
+        return 2e-4 if self.objective in ("contrastive", "click") else 5e-4

@@ -156,9 +156,10 @@ class _Objective:
     cfg: FineTuneConfig
     extra: list[Any]  # trainable modules besides the tower (saved with it)
     # The batch's other items are the negatives, so batches are drawn at random. Batches of
-    # similar token length pad less (a step about 20 % cheaper), but their items are alike and
-    # the negatives with them: one contrastive epoch on ML-100K took validation recall from
-    # 0.372 to 0.353 with length-bucketed batches, to 0.412 with random ones.
+    # similar token length padded less, but their items were alike and the negatives with them:
+    # one contrastive epoch on ML-100K took validation recall from 0.372 to 0.353 with
+    # length-bucketed batches, to 0.412 with random ones. (`TextTower.embed_states` still runs
+    # a random batch in length groups, which saves the padding without that cost.)
     in_batch: bool = True
 
     def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:

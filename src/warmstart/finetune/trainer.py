@@ -319,12 +319,13 @@ class _PairHead:
 class _Rating(_Contrastive):
     """A head predicts the rating from the item's text and the user's profile (squared error)."""
 
+    in_batch = False  # one squared error per pair: batches may group similar lengths
+
     def __init__(self, data: _Data, cfg: FineTuneConfig, dim: int) -> None:
         super().__init__(data, cfg)
         self.mean = float(data.train_values.data.mean()) if data.train_values.nnz else 0.0
         self.head = _PairHead(dim, scale=1.0)
         self.extra = [self.head]
-        self.in_batch = False  # one squared error per pair: batches may group similar lengths
 
     def loss(self, embed: Embed, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         import torch

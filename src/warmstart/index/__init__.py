@@ -1,5 +1,6 @@
-"""Top-k retrieval: exact search now, behind an interface an ANN index can implement later."""
+"""Top-k retrieval: exact search, and an incremental index that switches to usearch HNSW at scale."""
 
+from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import ExactIndex, Index, topk
 
-__all__ = ["ExactIndex", "Index", "topk"]
+__all__ = ["ExactIndex", "Index", "VectorIndex", "topk"]

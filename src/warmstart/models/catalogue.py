@@ -76,6 +76,13 @@ class Catalogue:
             titles=self.titles + tuple(titles),
         )
 
+    def with_item_texts(self, items: np.ndarray, texts: list[str], titles: list[str]) -> Catalogue:
+        """A catalogue where the given items (internal ids) have new text and titles."""
+        item_text, labels = list(self.item_text), list(self.titles)
+        for j, i in enumerate(np.asarray(items, dtype=np.int64)):
+            item_text[i], labels[i] = texts[j], titles[j]
+        return replace(self, item_text=tuple(item_text), titles=tuple(labels))
+
     def save(self, directory: Path) -> None:
         seen = self.seen.tocsr()
         write_npz(

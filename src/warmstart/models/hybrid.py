@@ -611,6 +611,36 @@ class WarmStartRecommender(TextAware, Recommender):
         sim = self.neighbour_sim.tocoo()
         self.neighbour_sim = sp.csr_matrix((sim.data, (sim.row, sim.col)), shape=(n, n))
 
+    def update_item_texts(
+        self, items: np.ndarray, texts: Sequence[str], titles: Sequence[str] | None = None
+    ) -> None:
+        """Give existing items (internal ids) new text, e.g. an edited product description.
+
+        Only the text-derived part of each vector moves: q' = w q + (1 - w) g(e) keeps its
+        collaborative part w q, and g(e) is replaced by g(e_new), so an item with many
+        interactions barely moves and a new one is placed by its new text alone.
+        """
+        assert self.item_map is not None
+        items = np.asarray(items, dtype=np.int64)
+        if len(texts) != len(items):
+            raise ValueError(f"{len(texts)} texts for {len(items)} items")
+        if any(not (t and t.strip()) for t in texts):
+            raise ValueError("an item needs text to be recommendable")
+        new = self.encode(list(texts))
+        old_mapped = self.item_map.predict(self.item_embeddings[items])
+        new_mapped = self.item_map.predict(new)
+        counts = self.catalogue.item_counts()[items].astype(np.float32)
+        fade = (1.0 - _weight(counts, self.lambda_items_))[:, None]
+        item_cf = self.item_cf.copy()
+        item_cf[items] += (fade * (new_mapped - old_mapped)).astype(np.float32)
+        embeddings = self.item_embeddings.copy()
+        embeddings[items] = new
+        vectors = self.item_vectors.copy()
+        vectors[items] = np.hstack([item_cf[items], fade * new])
+        self.item_cf, self.item_embeddings, self.item_vectors = item_cf, embeddings, vectors
+        labels = list(titles) if titles is not None else [_label(t.strip()) for t in texts]
+        self._catalogue = self.catalogue.with_item_texts(items, [t.strip() for t in texts], labels)
+
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         assert self.item_map is not None and self.user_map is not None
@@ -655,6 +685,10 @@ class WarmStartRecommender(TextAware, Recommender):
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
         self.user_map = FactorMap.from_arrays(arrays, "user_map")
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _weight(n: np.ndarray, lam: float) -> np.ndarray:

@@ -21,6 +21,7 @@ class TextAware:
     _encoder: TextEncoder | None = None
     cache_dir: Path | None = None
     item_embeddings: np.ndarray  # normalised item text embeddings, set by the model's fit
+    _last_text: tuple[str, np.ndarray] | None = None
 
     def set_encoder(self, encoder: TextEncoder) -> None:
         """Use this encoder object (e.g. one shared between models) instead of building one."""
@@ -41,10 +42,18 @@ class TextAware:
         return np.asarray(self.encoder.encode(clean, show_progress=show_progress), dtype=np.float32)
 
     def _text_similarity(self, text: str | None, item: int) -> float | None:
-        """Cosine of a user's text and an item's text, for explanations (None without text)."""
+        """Cosine of a user's text and an item's text, for explanations (None without text).
+
+        The last text's embedding is kept: explaining a list of items asks about one text
+        again and again.
+        """
         if not text or not np.any(self.item_embeddings[item]):
             return None
-        return float(self.encode([text])[0] @ self.item_embeddings[item])
+        memo = self._last_text
+        if memo is None or memo[0] != text:
+            memo = (text, self.encode([text])[0])
+            self._last_text = memo
+        return float(memo[1] @ self.item_embeddings[item])
 
     def _with_text_match(self, scores: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """Model scores plus `text_weight` times direct text similarity, both standardised."""

@@ -1,4 +1,4 @@
-"""`warmstart` CLI: fit, recommend, similar, info, evaluate and a demo. Errors print one clear line, exit 2."""
+"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve and a demo. Errors print one clear line, exit 2."""
 
 from __future__ import annotations
 
@@ -503,6 +503,37 @@ def finetune(
         f"(validation recall {result.best_recall:.4f}); encoder, history and learning "
         f"curves in {output}; use it with --encoder onnx:{onnx_dir}"
     )
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="a saved warmstart or warmstart-ft model")],
+    db: Annotated[
+        str, typer.Option("--db", help="sqlite:///path.db (default) or postgresql://...")
+    ] = "sqlite:///warmstart.db",
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="a key clients send as Bearer (repeatable)"),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug|info|warning")] = "info",
+) -> None:
+    """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated)."""
+    import uvicorn
+
+    from warmstart.serve.app import ServeSettings, create_app
+
+    keys = list(api_key or [])
+    keys += [k.strip() for k in os.environ.get("WARMSTART_API_KEYS", "").split(",") if k.strip()]
+    if not keys:
+        raise typer.BadParameter(
+            "give at least one API key: --api-key KEY, or WARMSTART_API_KEYS=KEY1,KEY2",
+            param_hint="--api-key",
+        )
+    logging.getLogger("warmstart").setLevel(log_level.upper())
+    settings = ServeSettings(model_dir=model, db_url=db, api_keys=tuple(keys))  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
 
 
 @app.command()

@@ -1,0 +1,341 @@
+"""The FastAPI app factory: `create_app(settings)` builds everything; importing this module builds nothing.
+
+Every route but `/healthz` needs `Authorization: Bearer KEY`. Writes go to the store first and
+are committed before the engine applies them, so an acknowledged item or event survives a crash
+(`Engine.restore` replays the store at start-up).
+"""
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from warmstart import __version__
+from warmstart.errors import UnknownIdError
+from warmstart.models.base import Explanation, Recommender
+from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.serve import schemas as s
+from warmstart.serve.engine import Engine, NoTextError, Ranked
+from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
+
+log = logging.getLogger("warmstart.serve")
+
+
+class ServeSettings(BaseModel):
+    """How to run the service. Strict, so a misspelt setting fails at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path
+    db_url: str = "sqlite:///warmstart.db"
+    api_keys: tuple[SecretStr, ...] = Field(min_length=1)
+    max_batch: int = Field(default=1000, ge=1)  # entries per POST; more is 413
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of the app's own (two apps in one process don't clash)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "warmstart_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "warmstart_request_seconds",
+            "Request latency by route",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "warmstart_events_ingested", "New events stored", ["type"], registry=self.registry
+        )
+        self.items = Gauge(
+            "warmstart_catalogue_items", "Items that can be recommended", registry=self.registry
+        )
+
+
+class Service:
+    """What the routes share: settings, store, engine and metrics. One per app."""
+
+    def __init__(self, settings: ServeSettings, store: Store, engine: Engine) -> None:
+        self.settings, self.store, self.engine = settings, store, engine
+        self.metrics = _Metrics()
+        self.metrics.items.set(engine.n_items)
+        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+
+    def authorised(self, token: str) -> bool:
+        """Constant time per key, and every key is compared, so timing says nothing."""
+        given = token.encode()
+        found = False
+        for key in self._keys:
+            found |= hmac.compare_digest(given, key)
+        return found
+
+
+def load_engine(settings: ServeSettings, model: Recommender | None = None) -> Engine:
+    if model is None:
+        model = Recommender.load(settings.model_dir)
+    if not isinstance(model, WarmStartRecommender):
+        raise TypeError(
+            f"{settings.model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
+            f"not {model.name!r}: fit one with `warmstart fit --model warmstart`"
+        )
+    return Engine(model, exact_below=settings.exact_below)
+
+
+def create_app(settings: ServeSettings, model: Recommender | None = None) -> FastAPI:
+    """Open the store, load the model (or use `model`), replay the store into it, and build the app."""
+    store = Store.open(settings.db_url)
+    engine = load_engine(settings, model)
+    engine.restore(store)
+    service = Service(settings, store, engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="warmstart",
+        version=__version__,
+        description="Cold-start recommendations from text and interactions.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _install_middleware(app, service)
+    _install_errors(app)
+    _install_routes(app, service)
+
+    return app
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def _install_middleware(app: FastAPI, service: Service) -> None:
+    metrics, limit = service.metrics, service.settings.max_body_bytes
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response: Response = JSONResponse(
+                {"detail": f"request body over {limit} bytes"}, status_code=413
+            )
+        else:
+            response = await call_next(request)
+        route = _route_of(request)
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(route, request.method).observe(time.perf_counter() - start)
+        return response
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(UnknownIdError)
+    async def unknown(request: Request, exc: UnknownIdError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(NoTextError)
+    async def no_text(request: Request, exc: NoTextError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The offending field's location and message; the input itself is not echoed back
+        # (it may be someone's profile text).
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _explanation(e: Explanation) -> s.ExplanationOut:
+    return s.ExplanationOut(
+        summary=e.summary(),
+        neighbours=[s.Neighbour(item_id=i, title=t, similarity=sim) for i, t, sim in e.neighbours],
+        text_similarity=e.text_similarity,
+        notes=list(e.notes),
+    )
+
+
+def _recommendations(user_id: str | None, ranked: Ranked) -> s.RecommendationsOut:
+    explanations: list[Explanation | None] = (
+        list(ranked.explanations) if ranked.explanations else [None] * len(ranked.item_ids)
+    )
+    return s.RecommendationsOut(
+        user_id=user_id,
+        route=ranked.route,
+        recommendations=[
+            s.Recommendation(
+                item_id=i, score=score, explanation=_explanation(e) if e is not None else None
+            )
+            for i, score, e in zip(ranked.item_ids, ranked.scores, explanations, strict=True)
+        ],
+    )
+
+
+def _check_batch(n: int, limit: int, field: str) -> None:
+    if n > limit:
+        raise HTTPException(413, f"{field}: {n} entries, at most {limit} per request")
+
+
+def _install_routes(app: FastAPI, service: Service) -> None:
+    bearer = HTTPBearer(auto_error=False)
+
+    def require_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if credentials is None or not service.authorised(credentials.credentials):
+            raise HTTPException(
+                401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    auth = [Depends(require_key)]
+    store, engine, metrics, settings = (
+        service.store,
+        service.engine,
+        service.metrics,
+        service.settings,
+    )
+    K = Annotated[int, Query(ge=1, le=s.MAX_K, description="how many items")]
+    not_found: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorOut}}
+
+    @app.get("/healthz", response_model=s.Health)
+    def healthz() -> s.Health:
+        return s.Health(status="ok", items=engine.n_items, model=engine.model.name)
+
+    @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
+    def prometheus() -> Response:
+        metrics.items.set(engine.n_items)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/items", dependencies=auth, response_model=s.ItemsOut)
+    def upsert_items(body: s.ItemsIn) -> s.ItemsOut:
+        _check_batch(len(body.items), settings.max_batch, "items")
+        records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
+        engine.check_items(records)
+        store.upsert_items(records)
+        created, updated = engine.upsert_items(records)
+        metrics.items.set(engine.n_items)
+        log.info("upserted %d items (%d new)", len(records), len(created))
+        return s.ItemsOut(upserted=len(records), created=created, updated=updated)
+
+    @app.delete("/v1/items/{item_id}", dependencies=auth, responses=not_found)
+    def delete_item(item_id: str) -> dict[str, str]:
+        engine.item(item_id)  # 404 when unknown or already deleted
+        store.delete_item(item_id)
+        engine.delete_item(item_id)
+        metrics.items.set(engine.n_items)
+        return {"deleted": item_id}
+
+    @app.post("/v1/users", dependencies=auth, response_model=s.UsersOut)
+    def upsert_users(body: s.UsersIn) -> s.UsersOut:
+        _check_batch(len(body.users), settings.max_batch, "users")
+        records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
+        store.upsert_users(records)
+        engine.upsert_users(records)
+        return s.UsersOut(upserted=len(records))
+
+    @app.get(
+        "/v1/users/{user_id}", dependencies=auth, response_model=s.UserOut, responses=not_found
+    )
+    def get_user(user_id: str) -> s.UserOut:
+        text, attributes, known, n = engine.user_info(user_id)
+        return s.UserOut(
+            user_id=user_id,
+            text=text,
+            attributes=dict(attributes),
+            known_to_model=known,
+            interactions=n,
+        )
+
+    @app.post("/v1/events", dependencies=auth, response_model=s.EventsOut, responses=not_found)
+    def add_events(body: s.EventsIn) -> s.EventsOut:
+        _check_batch(len(body.events), settings.max_batch, "events")
+        for j, e in enumerate(body.events):
+            if not engine.has_item(e.item_id):
+                raise UnknownIdError(f"events[{j}].item_id: unknown item id {e.item_id!r}")
+        records = [
+            EventRecord(
+                user_id=e.user_id,
+                item_id=e.item_id,
+                type=e.type,
+                value=e.value,
+                timestamp=e.timestamp,
+                event_id=e.event_id,
+            )
+            for e in body.events
+        ]
+        fresh = store.add_events(records)
+        new = [r for r, f in zip(records, fresh, strict=True) if f]
+        engine.add_events(new)
+        for r in new:
+            metrics.events.labels(r.type).inc()
+        return s.EventsOut(accepted=len(new), duplicates=len(records) - len(new))
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        dependencies=auth,
+        response_model=s.RecommendationsOut,
+    )
+    def recommend_user(
+        user_id: str, k: K = 10, exclude_seen: bool = True, explain: bool = True
+    ) -> s.RecommendationsOut:
+        ranked = engine.recommend_user(user_id, k=k, exclude_seen=exclude_seen, explain=explain)
+        return _recommendations(user_id, ranked)
+
+    @app.post(
+        "/v1/recommendations",
+        dependencies=auth,
+        response_model=s.RecommendationsOut,
+        responses=not_found,
+    )
+    def recommend_profile(body: s.ProfileIn) -> s.RecommendationsOut:
+        ranked = engine.recommend_profile(
+            body.text,
+            body.attributes,
+            body.item_ids,
+            k=body.k,
+            exclude_seen=body.exclude_seen,
+            explain=body.explain,
+        )
+        return _recommendations(None, ranked)
+
+    @app.get(
+        "/v1/items/{item_id}/similar",
+        dependencies=auth,
+        response_model=s.SimilarOut,
+        responses=not_found,
+    )
+    def similar(item_id: str, k: K = 10) -> s.SimilarOut:
+        ranked = engine.similar_items(item_id, k=k)
+        return s.SimilarOut(
+            item_id=item_id,
+            items=[
+                s.SimilarItem(item_id=i, score=sc)
+                for i, sc in zip(ranked.item_ids, ranked.scores, strict=True)
+            ],
+        )

@@ -1,0 +1,377 @@
+"""The live model: a fitted warmstart model plus everything the service has learned since its fit.
+
+The model's arrays are the state of the last fit; the engine adds what arrived over HTTP: new and
+edited items (encoded and mapped into the factor space at once), deleted items, user profiles, and
+events, which are folded into the user's profile at the next request. The store holds the same
+facts durably; `Engine.restore` replays them, so a restart (or a crash) loses nothing.
+
+Routing of a known user id (`recommend_user`):
+  - `warm`: interactions in the training data and no events since: the fitted vector, searched
+    in the ANN index (the score is one dot product, so retrieval is exact up to the index).
+  - `fold-in`: training interactions and events since: the whole history is folded into the
+    factor space (the ALS update), with the user's text, scored over the catalogue.
+  - `few-shot`: no training interactions, some events: the same, from those events and text.
+  - `text-only`: no interactions at all, but a self-description or attributes: text alone.
+  - `popular`: nothing known (an id the service has never seen): what most people pick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from warmstart.errors import UnknownIdError
+from warmstart.index.ann import VectorIndex
+from warmstart.index.exact import topk
+from warmstart.models.base import Explanation, ProfileQuery
+from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("warm", "fold-in", "few-shot", "text-only", "popular", "anonymous")
+
+
+class NoTextError(ValueError):
+    """An item whose text and attributes render to nothing."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A ranked list: external item ids, scores, optional explanations, and how it was routed."""
+
+    route: str
+    item_ids: list[Any]
+    scores: list[float]
+    explanations: list[Explanation] | None = None
+
+
+@dataclass
+class _User:
+    """What the service knows about a user beyond the model's catalogue."""
+
+    text: str | None = None
+    attributes: Mapping[str, Any] | None = None
+    events: dict[int, None] | None = None  # internal item ids, in order of first event
+
+
+def render_attributes(template: str | None, attributes: Mapping[str, Any]) -> str | None:
+    """Attributes as text: with the data's template when the model has one, else `key: value`."""
+    if not attributes:
+        return None
+    if template:
+        from warmstart.data.templates import TextTemplate
+
+        tpl = TextTemplate(template)
+        text = tpl.render({**dict.fromkeys(tpl.fields), **attributes})
+        if text:
+            return text
+    parts = [f"{k}: {v}" for k, v in attributes.items() if v is not None and str(v).strip()]
+    return ". ".join(parts) or None
+
+
+class Engine:
+    """Serves one fitted `warmstart` (or `warmstart-ft`) model and applies updates to it.
+
+    All methods take one lock: updates replace the model's arrays, and a request must not see
+    half of an update. Numpy releases the GIL in the matrix products, so the lock costs little
+    on a 2-core machine compared with the scoring itself.
+    """
+
+    def __init__(self, model: WarmStartRecommender, *, exact_below: int = 20_000) -> None:
+        if not isinstance(model, WarmStartRecommender):
+            raise TypeError(
+                f"the service needs a 'warmstart' or 'warmstart-ft' model, not {model.name!r}: "
+                "other models cannot place new items or users by their text"
+            )
+        self.model = model
+        self._lock = threading.RLock()
+        cat = model.catalogue
+        self._item_index: dict[str, int] = {str(x): i for i, x in enumerate(cat.item_ids.to_list())}
+        self._user_index: dict[str, int] = {str(x): i for i, x in enumerate(cat.user_ids.to_list())}
+        self._live = np.ones(cat.n_items, dtype=bool)
+        self._users: dict[str, _User] = {}
+        self._exact_below = exact_below
+        self._rebuild_indexes()
+
+    # ---- indexes -------------------------------------------------------------------------
+    def _rebuild_indexes(self) -> None:
+        m = self.model
+        keys = np.flatnonzero(self._live)
+        self.index = VectorIndex(m.item_vectors.shape[1], exact_below=self._exact_below)
+        self.similar_index = VectorIndex(m.item_cf.shape[1], exact_below=self._exact_below)
+        if keys.size:
+            self.index.add(keys, m.item_vectors[keys])
+            self.similar_index.add(keys, _unit(m.item_cf[keys]))
+
+    def _index_items(self, keys: np.ndarray) -> None:
+        m = self.model
+        self.index.add(keys, m.item_vectors[keys])
+        self.similar_index.add(keys, _unit(m.item_cf[keys]))
+
+    # ---- lookups -------------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        """Items that can be recommended (deleted ones excluded)."""
+        return int(self._live.sum())
+
+    def item(self, item_id: str) -> int:
+        """Internal id of a live item; UnknownIdError otherwise."""
+        i = self._item_index.get(item_id)
+        if i is None or not self._live[i]:
+            raise UnknownIdError(f"unknown item id {item_id!r}")
+        return i
+
+    def has_item(self, item_id: str) -> bool:
+        i = self._item_index.get(item_id)
+        return i is not None and bool(self._live[i])
+
+    def user_info(self, user_id: str) -> tuple[str | None, Mapping[str, Any], bool, int]:
+        """(text, attributes, known to the model, interactions) of a user; UnknownIdError if none."""
+        with self._lock:
+            u = self._user_index.get(user_id)
+            state = self._users.get(user_id)
+            if u is None and state is None:
+                raise UnknownIdError(f"unknown user id {user_id!r}")
+            history = self._history(user_id)
+            text = state.text if state else None
+            if text is None and u is not None:
+                text = self.model.catalogue.user_text[u]
+            attributes = dict(state.attributes or {}) if state else {}
+            return text, attributes, u is not None, int(history.size)
+
+    def _history(self, user_id: str) -> np.ndarray:
+        """Training items and items of events since, without repeats, training first."""
+        u = self._user_index.get(user_id)
+        trained = self.model.catalogue.seen[u].indices if u is not None else np.empty(0, np.int32)
+        state = self._users.get(user_id)
+        recent = list(state.events) if state and state.events else []
+        if not recent:
+            return np.asarray(trained, dtype=np.int64)
+        extra = np.asarray(recent, dtype=np.int64)
+        extra = extra[~np.isin(extra, trained)]
+        return np.concatenate([np.asarray(trained, dtype=np.int64), extra])
+
+    # ---- updates -------------------------------------------------------------------------
+    def check_items(self, records: Sequence[ItemRecord]) -> list[str]:
+        """Each item's text as the model will read it; NoTextError names the first without any."""
+        template = self.model.catalogue.item_template
+        rendered = []
+        for j, r in enumerate(records):
+            text = r.text.strip() if r.text and r.text.strip() else None
+            text = text or render_attributes(template, r.attributes)
+            if not text:
+                raise NoTextError(
+                    f"items[{j}]: item {r.item_id!r} has no text, and its attributes render to none"
+                )
+            rendered.append(text)
+        return rendered
+
+    def upsert_items(self, records: Sequence[ItemRecord]) -> tuple[list[str], list[str]]:
+        """Create or edit items; returns (created ids, updated ids). Recommendable on return."""
+        rendered = self.check_items(records)
+        with self._lock:
+            m = self.model
+            new = [
+                (r, t)
+                for r, t in zip(records, rendered, strict=True)
+                if r.item_id not in self._item_index
+            ]
+            old = [
+                (r, t)
+                for r, t in zip(records, rendered, strict=True)
+                if r.item_id in self._item_index
+            ]
+            created, updated = [r.item_id for r, _ in new], [r.item_id for r, _ in old]
+            if new:
+                start = m.catalogue.n_items
+                m.add_items(
+                    [r.item_id for r, _ in new],
+                    texts=[t for _, t in new],
+                    titles=[_title(r, t) for r, t in new],
+                )
+                for j, (r, _) in enumerate(new):
+                    self._item_index[r.item_id] = start + j
+                self._live = np.concatenate([self._live, np.ones(len(new), dtype=bool)])
+            changed = [
+                (self._item_index[r.item_id], r, t)
+                for r, t in old
+                if m.catalogue.item_text[self._item_index[r.item_id]] != t
+            ]
+            if changed:
+                m.update_item_texts(
+                    np.array([i for i, _, _ in changed]),
+                    [t for _, _, t in changed],
+                    [_title(r, t) for _, r, t in changed],
+                )
+            keys = np.array(sorted({self._item_index[r.item_id] for r in records}), dtype=np.int64)
+            self._live[keys] = True
+            self._index_items(keys)
+            return created, updated
+
+    def delete_item(self, item_id: str) -> bool:
+        """Stop recommending an item; False if it is unknown or already deleted."""
+        with self._lock:
+            i = self._item_index.get(item_id)
+            if i is None or not self._live[i]:
+                return False
+            self._live[i] = False
+            self.index.remove(np.array([i]))
+            self.similar_index.remove(np.array([i]))
+            return True
+
+    def upsert_users(self, records: Sequence[UserRecord]) -> None:
+        with self._lock:
+            for r in records:
+                state = self._users.setdefault(r.user_id, _User())
+                state.text = r.text.strip() if r.text and r.text.strip() else None
+                state.attributes = dict(r.attributes)
+
+    def add_events(self, events: Iterable[EventRecord]) -> int:
+        """Fold stored events into their users' histories; unknown items are skipped."""
+        n = 0
+        with self._lock:
+            for e in events:
+                i = self._item_index.get(e.item_id)
+                if i is None:
+                    continue
+                state = self._users.setdefault(e.user_id, _User())
+                if state.events is None:
+                    state.events = {}
+                state.events[i] = None
+                n += 1
+        return n
+
+    def restore(self, store: Store) -> None:
+        """Replay the store: items, deletions, users and events, in that order."""
+        items = store.items(include_deleted=True)
+        live = [r for r in items if not r.deleted]
+        if live:
+            self.upsert_items(live)
+        for r in items:
+            if r.deleted:
+                self.delete_item(r.item_id)
+        self.upsert_users(store.users())
+        self.add_events(store.events())
+        log.info(
+            "restored %d items, %d users and events from %s",
+            len(items),
+            len(self._users),
+            store.url,
+        )
+
+    # ---- recommendations -----------------------------------------------------------------
+    def recommend_user(
+        self, user_id: str, k: int = 10, exclude_seen: bool = True, explain: bool = True
+    ) -> Ranked:
+        with self._lock:
+            m = self.model
+            u = self._user_index.get(user_id)
+            state = self._users.get(user_id)
+            history = self._history(user_id)
+            recent = bool(state and state.events)
+            trained = u is not None and m.catalogue.user_counts()[u] > 0
+            if trained and not recent:
+                assert u is not None
+                exclude = [set(history.tolist())] if exclude_seen else None
+                keys, scores = self.index.search(m.user_vectors[u], k, exclude=exclude)
+                return self._ranked("warm", keys[0], scores[0], history, None, None, explain)
+            text = state.text if state else None
+            attributes = state.attributes if state else None
+            attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
+            if attribute_text is None and u is not None:
+                attribute_text = m.catalogue.user_text[u]
+            if history.size:
+                route = "fold-in" if trained else "few-shot"
+            elif text or attribute_text:
+                route = "text-only"
+            else:
+                return self._popular(k, explain)
+            query = ProfileQuery(text=text, attribute_text=attribute_text, items=history)
+            return self._profile_ranked(route, query, k, exclude_seen, explain)
+
+    def recommend_profile(
+        self,
+        text: str | None,
+        attributes: Mapping[str, Any] | None,
+        item_ids: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        explain: bool = True,
+    ) -> Ranked:
+        """An anonymous visitor: what they typed, their attributes, and items they picked."""
+        with self._lock:
+            m = self.model
+            items = np.unique(np.array([self.item(i) for i in item_ids], dtype=np.int64))
+            text = text.strip() if text and text.strip() else None
+            attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
+            if not (text or attribute_text or items.size):
+                return self._popular(k, explain)
+            query = ProfileQuery(text=text, attribute_text=attribute_text, items=items)
+            return self._profile_ranked("anonymous", query, k, exclude_seen, explain)
+
+    def similar_items(self, item_id: str, k: int = 10) -> Ranked:
+        """Items placed nearest in the collaborative space (cosine), the item itself excluded."""
+        with self._lock:
+            i = self.item(item_id)
+            query = _unit(self.model.item_cf[[i]])
+            keys, scores = self.similar_index.search(query, k, exclude=[{i}])
+            return self._ranked(
+                "similar", keys[0], scores[0], np.empty(0, np.int64), None, None, False
+            )
+
+    def _profile_ranked(
+        self, route: str, query: ProfileQuery, k: int, exclude_seen: bool, explain: bool
+    ) -> Ranked:
+        scores = self.model.score_profiles([query])
+        scores[:, ~self._live] = -np.inf
+        if exclude_seen and query.items.size:
+            scores[0, query.items] = -np.inf
+        keys, top = topk(scores, k, copy=False)
+        return self._ranked(
+            route, keys[0], top[0], query.items, query.attribute_text, query.text, explain
+        )
+
+    def _popular(self, k: int, explain: bool) -> Ranked:
+        pop = np.where(self._live, self.model._pop(), -np.inf)[None, :]
+        keys, top = topk(pop, k)
+        return self._ranked("popular", keys[0], top[0], np.empty(0, np.int64), None, None, explain)
+
+    def _ranked(
+        self,
+        route: str,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        history: np.ndarray,
+        user_text: str | None,
+        free_text: str | None,
+        explain: bool,
+    ) -> Ranked:
+        keep = (keys >= 0) & np.isfinite(scores)
+        keys, scores = keys[keep], scores[keep]
+        external = self.model.catalogue.item_ids.to_external(keys)
+        item_ids = [x.item() if isinstance(x, np.generic) else x for x in external]
+        explanations = None
+        if explain:
+            explanations = [
+                self.model._explain(int(i), history, float(s), user_text, free_text, 3)
+                for i, s in zip(keys, scores, strict=True)
+            ]
+        return Ranked(route, item_ids, [float(s) for s in scores], explanations)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def _title(record: ItemRecord, text: str) -> str:
+    title = record.attributes.get("title") if record.attributes else None
+    if title is not None and str(title).strip():
+        return str(title).strip()
+    return text if len(text) <= 80 else text[:77] + "..."

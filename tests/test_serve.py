@@ -1,0 +1,410 @@
+"""The HTTP service, tested through a real server on loopback (uvicorn in a thread, or a process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from synthetic import GROUPS, Synthetic, make_synthetic
+from warmstart.models import Recommender
+from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.serve.app import ServeSettings, create_app
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CF = {"factors": 16, "iterations": 15, "regularization": 0.05, "num_threads": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def data() -> Synthetic:
+    return make_synthetic()
+
+
+@pytest.fixture(scope="module")
+def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = WarmStartRecommender(encoder="hashing", cf=CF).fit(data.dataset)
+    return model.save(tmp_path_factory.mktemp("model") / "warmstart")
+
+
+@contextmanager
+def serving(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[httpx.Client]:
+    """A real uvicorn server on a free loopback port, in a thread; yields a client for it."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    cfg = ServeSettings(model_dir=model_dir, db_url=url, api_keys=(KEY,), **settings)  # type: ignore[arg-type]
+    app = create_app(cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def client(model_dir: Path, tmp_path: Path) -> Iterator[httpx.Client]:
+    with serving(model_dir, tmp_path / "serve.db") as c:
+        yield c
+
+
+def _ids(body: dict[str, Any]) -> list[Any]:
+    return [r["item_id"] for r in body["recommendations"]]
+
+
+# ---- auth, health, metrics -------------------------------------------------------------
+def test_health_needs_no_key_and_everything_else_does(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    for method, path in [
+        ("GET", "/metrics"),
+        ("GET", "/v1/users/1000/recommendations"),
+        ("GET", "/v1/items/item-000/similar"),
+        ("POST", "/v1/recommendations"),
+    ]:
+        assert client.request(method, path).status_code == 401
+        wrong = {"Authorization": "Bearer not-the-key"}
+        assert client.request(method, path, headers=wrong).status_code == 401
+    assert client.get("/v1/users/1000/recommendations", headers=AUTH).status_code == 200
+
+
+def test_metrics_count_requests_per_route(client: httpx.Client, data: Synthetic) -> None:
+    for _ in range(3):
+        client.get("/v1/users/1000/recommendations", headers=AUTH)
+    client.post(
+        "/v1/events",
+        headers=AUTH,
+        json={"events": [{"user_id": "u-1", "item_id": "item-001", "type": "click"}]},
+    )
+    text = client.get("/metrics", headers=AUTH).text
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("warmstart_requests_total{")
+        and 'route="/v1/users/{user_id}/recommendations"' in ln
+    )
+    assert line.endswith(" 3.0")
+    assert (
+        'warmstart_request_seconds_bucket{le="0.1",method="GET",route="/v1/users/{user_id}/recommendations"}'
+        in text
+    )
+    assert 'warmstart_events_ingested_total{type="click"} 1.0' in text
+    assert f"warmstart_catalogue_items {float(data.n_items)}" in text
+
+
+def test_openapi_is_served(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/users/{user_id}/recommendations" in spec["paths"]
+    assert "/v1/events" in spec["paths"]
+
+
+# ---- routing -----------------------------------------------------------------------------
+def test_warm_user_matches_the_model(
+    client: httpx.Client, model_dir: Path, data: Synthetic
+) -> None:
+    model = Recommender.load(model_dir)
+    user = data.warm_users_of(0)[0]
+    body = client.get(f"/v1/users/{user}/recommendations?k=5", headers=AUTH).json()
+    assert body["route"] == "warm"
+    expected = model.recommend_one(user, k=5)
+    assert _ids(body) == [i for i, _ in expected]
+    np.testing.assert_allclose(
+        [r["score"] for r in body["recommendations"]], [s for _, s in expected], rtol=1e-4
+    )
+    assert not set(_ids(body)) & data.history(user)
+
+
+def test_text_only_new_user_gets_their_group(client: httpx.Client, data: Synthetic) -> None:
+    for g in range(len(GROUPS)):
+        user = f"new-{g}"
+        r = client.post(
+            "/v1/users",
+            headers=AUTH,
+            json={"users": [{"user_id": user, "text": data.group_text(g)}]},
+        )
+        assert r.status_code == 200
+        body = client.get(f"/v1/users/{user}/recommendations?k=10", headers=AUTH).json()
+        assert body["route"] == "text-only"
+        assert data.group_share(_ids(body), g) >= 0.8, (g, _ids(body))
+
+
+def test_clicks_steer_a_new_user_and_seen_items_are_excluded(
+    client: httpx.Client, data: Synthetic
+) -> None:
+    clicked = data.items_of(2, cold=False)[:3]
+    events = [{"user_id": "shopper", "item_id": i, "type": "click"} for i in clicked]
+    r = client.post("/v1/events", headers=AUTH, json={"events": events})
+    assert r.json() == {"accepted": 3, "duplicates": 0}
+    body = client.get("/v1/users/shopper/recommendations?k=10", headers=AUTH).json()
+    assert body["route"] == "few-shot"
+    assert data.group_share(_ids(body), 2) >= 0.8
+    assert not set(_ids(body)) & set(clicked)
+    explained = [r["explanation"] for r in body["recommendations"]]
+    assert any(e["neighbours"] for e in explained)
+    assert all(n["item_id"] in clicked for e in explained for n in e["neighbours"])
+    seen = client.get("/v1/users/shopper/recommendations?k=10&exclude_seen=false", headers=AUTH)
+    assert set(clicked) & set(_ids(seen.json()))
+
+
+def test_events_fold_into_a_warm_user(client: httpx.Client, data: Synthetic) -> None:
+    user = data.warm_users_of(0)[0]
+    other = data.items_of(1, cold=False)
+    events = [{"user_id": str(user), "item_id": i, "type": "purchase"} for i in other[:8]]
+    client.post("/v1/events", headers=AUTH, json={"events": events})
+    body = client.get(f"/v1/users/{user}/recommendations?k=10", headers=AUTH).json()
+    assert body["route"] == "fold-in"
+    assert not set(_ids(body)) & (data.history(user) | set(other[:8]))
+    assert data.group_share(_ids(body), 1) > 0  # the new taste shows up
+
+
+def test_unknown_user_gets_popular_items_and_404_on_profile(client: httpx.Client) -> None:
+    body = client.get("/v1/users/nobody/recommendations?k=5", headers=AUTH).json()
+    assert body["route"] == "popular" and len(body["recommendations"]) == 5
+    assert client.get("/v1/users/nobody", headers=AUTH).status_code == 404
+
+
+def test_anonymous_visitor(client: httpx.Client, data: Synthetic) -> None:
+    body = client.post(
+        "/v1/recommendations", headers=AUTH, json={"text": data.group_text(1), "k": 10}
+    ).json()
+    assert body["route"] == "anonymous" and body["user_id"] is None
+    assert data.group_share(_ids(body), 1) >= 0.8
+    assert body["recommendations"][0]["explanation"]["text_similarity"] is not None
+    picked = data.items_of(0, cold=False)[:2]
+    body = client.post("/v1/recommendations", headers=AUTH, json={"item_ids": picked}).json()
+    assert data.group_share(_ids(body), 0) >= 0.8 and not set(picked) & set(_ids(body))
+
+
+# ---- items ---------------------------------------------------------------------------------
+def test_new_item_is_recommendable_at_once(client: httpx.Client, data: Synthetic) -> None:
+    text = data.group_text(0, n_words=8, seed=5)
+    r = client.post(
+        "/v1/items",
+        headers=AUTH,
+        json={"items": [{"item_id": "fresh-1", "text": text, "attributes": {"title": "Fresh"}}]},
+    )
+    assert r.json() == {"upserted": 1, "created": ["fresh-1"], "updated": []}
+    body = client.post("/v1/recommendations", headers=AUTH, json={"text": text, "k": 5}).json()
+    assert "fresh-1" in _ids(body)
+    first = body["recommendations"][_ids(body).index("fresh-1")]
+    assert "new item" in first["explanation"]["summary"]
+    similar = client.get("/v1/items/fresh-1/similar?k=5", headers=AUTH).json()
+    assert data.group_share([i["item_id"] for i in similar["items"]], 0) >= 0.8
+
+
+def test_item_edit_moves_it_and_delete_removes_it(client: httpx.Client, data: Synthetic) -> None:
+    space, cooking = data.group_text(0, 8, seed=7), data.group_text(2, 8, seed=7)
+    client.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "x", "text": space}]})
+    r = client.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "x", "text": cooking}]})
+    assert r.json()["updated"] == ["x"]
+    body = client.post("/v1/recommendations", headers=AUTH, json={"text": cooking, "k": 5}).json()
+    assert "x" in _ids(body)
+    assert client.delete("/v1/items/x", headers=AUTH).status_code == 200
+    body = client.post("/v1/recommendations", headers=AUTH, json={"text": cooking, "k": 50}).json()
+    assert "x" not in _ids(body)
+    assert client.delete("/v1/items/x", headers=AUTH).status_code == 404
+    assert client.get("/v1/items/x/similar", headers=AUTH).status_code == 404
+    # posting it again brings it back
+    client.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "x", "text": cooking}]})
+    body = client.post("/v1/recommendations", headers=AUTH, json={"text": cooking, "k": 5}).json()
+    assert "x" in _ids(body)
+
+
+def test_item_with_attributes_only(client: httpx.Client, data: Synthetic) -> None:
+    words = data.group_text(1, 8, seed=9)
+    item = {"item_id": "attr-1", "attributes": {"title": "Romance", "text": words}}
+    assert client.post("/v1/items", headers=AUTH, json={"items": [item]}).status_code == 200
+    body = client.post("/v1/recommendations", headers=AUTH, json={"text": words, "k": 5}).json()
+    assert "attr-1" in _ids(body)
+
+
+# ---- events -------------------------------------------------------------------------------
+def test_events_are_idempotent_by_id(client: httpx.Client) -> None:
+    e = {"event_id": "e-1", "user_id": "u", "item_id": "item-001", "type": "view"}
+    assert client.post("/v1/events", headers=AUTH, json={"events": [e, e]}).json() == {
+        "accepted": 1,
+        "duplicates": 1,
+    }
+    assert client.post("/v1/events", headers=AUTH, json={"events": [e]}).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+    assert client.get("/v1/users/u", headers=AUTH).json()["interactions"] == 1
+
+
+# ---- bad input ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("POST", "/v1/items", {"items": [{"text": "no id"}]}, 422, "item_id"),
+        ("POST", "/v1/items", {"items": [{"item_id": "  ", "text": "blank id"}]}, 422, "item_id"),
+        ("POST", "/v1/items", {"items": [{"item_id": "a"}]}, 422, "items"),
+        ("POST", "/v1/items", {"items": []}, 422, "items"),
+        ("POST", "/v1/items", {"items": [{"item_id": "a", "text": 5}]}, 422, "text"),
+        ("POST", "/v1/items", {"itemz": []}, 422, "itemz"),
+        ("POST", "/v1/users", {"users": [{"user_id": "a", "text": ["x"]}]}, 422, "text"),
+        (
+            "POST",
+            "/v1/events",
+            {"events": [{"user_id": "u", "item_id": "item-001", "type": "like"}]},
+            422,
+            "type",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            {"events": [{"user_id": "u", "item_id": "item-001", "type": "rating"}]},
+            422,
+            "events",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            {"events": [{"user_id": "u", "item_id": "no-such-item", "type": "click"}]},
+            404,
+            "events[0].item_id",
+        ),
+        ("POST", "/v1/recommendations", {"k": 0}, 422, "k"),
+        ("POST", "/v1/recommendations", {"item_ids": ["no-such-item"]}, 404, "no-such-item"),
+        ("GET", "/v1/users/1000/recommendations?k=0", None, 422, "k"),
+        ("GET", "/v1/users/1000/recommendations?k=1001", None, 422, "k"),
+        ("GET", "/v1/users/1000/recommendations?k=ten", None, 422, "k"),
+        ("GET", "/v1/items/no-such-item/similar", None, 404, "no-such-item"),
+        ("DELETE", "/v1/items/no-such-item", None, 404, "no-such-item"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    client: httpx.Client, method: str, path: str, body: Any, status: int, field: str
+) -> None:
+    r = client.request(method, path, headers=AUTH, json=body)
+    assert r.status_code == status, r.text
+    assert field in r.text
+
+
+def test_malformed_json_and_oversized_batches(model_dir: Path, tmp_path: Path) -> None:
+    with serving(model_dir, tmp_path / "s.db", max_batch=5, max_body_bytes=4096) as c:
+        r = c.post("/v1/items", headers={**AUTH, "Content-Type": "application/json"}, content="{")
+        assert r.status_code == 422 and "json" in r.text.lower()
+        items = [{"item_id": f"i{j}", "text": "words"} for j in range(6)]
+        r = c.post("/v1/items", headers=AUTH, json={"items": items})
+        assert r.status_code == 413 and "items" in r.text
+        r = c.post(
+            "/v1/items", headers=AUTH, json={"items": [{"item_id": "a", "text": "x" * 5000}]}
+        )
+        assert r.status_code == 413
+
+
+# ---- durability ---------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _process(model_dir: Path, db: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "WARMSTART_API_KEYS": KEY, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "warmstart.cli.main", "serve", "--model", str(model_dir)]
+    cmd += ["--db", f"sqlite:///{db}", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"server did not start: {err[-2000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data: Synthetic) -> None:
+    db, port = tmp_path / "durable.db", _free_port()
+    base = f"http://127.0.0.1:{port}"
+    text = data.group_text(2, 8, seed=11)
+    clicked = data.items_of(1, cold=False)[:3]
+    with _process(model_dir, db, port) as proc:
+        assert (
+            httpx.post(
+                f"{base}/v1/items",
+                headers=AUTH,
+                json={"items": [{"item_id": "new-dish", "text": text}]},
+            ).status_code
+            == 200
+        )
+        httpx.delete(f"{base}/v1/items/{clicked[-1]}", headers=AUTH)
+        httpx.post(
+            f"{base}/v1/users",
+            headers=AUTH,
+            json={"users": [{"user_id": "v", "text": data.group_text(1)}]},
+        )
+        events = [{"user_id": "v", "item_id": i, "type": "click"} for i in clicked[:2]]
+        httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events})
+        before = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    with _process(model_dir, db, port):
+        after = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
+        assert after == before
+        assert after["route"] == "few-shot"
+        body = httpx.post(
+            f"{base}/v1/recommendations", headers=AUTH, json={"text": text, "k": 5}
+        ).json()
+        assert "new-dish" in _ids(body)
+        assert httpx.get(f"{base}/v1/items/{clicked[-1]}/similar", headers=AUTH).status_code == 404
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------
+@pytest.mark.skipif(
+    not os.environ.get("WARMSTART_TEST_POSTGRES_URL"),
+    reason="set WARMSTART_TEST_POSTGRES_URL (.ci/postgres.sh starts a server) to test PostgreSQL",
+)
+def test_postgresql_backend_restores_state(model_dir: Path, data: Synthetic) -> None:
+    import sqlalchemy as sa
+
+    url = os.environ["WARMSTART_TEST_POSTGRES_URL"]
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS items, users, events, meta CASCADE"))
+    engine.dispose()
+    text = data.group_text(0, 8, seed=3)
+    with serving(model_dir, url) as c:
+        c.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "pg-item", "text": text}]})
+        c.post(
+            "/v1/events",
+            headers=AUTH,
+            json={"events": [{"user_id": "pg-user", "item_id": "pg-item", "type": "click"}]},
+        )
+    with serving(model_dir, url) as c:
+        body = c.post("/v1/recommendations", headers=AUTH, json={"text": text, "k": 5}).json()
+        assert "pg-item" in _ids(body)
+        assert c.get("/v1/users/pg-user", headers=AUTH).json()["interactions"] == 1

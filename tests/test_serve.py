@@ -408,3 +408,88 @@ def test_postgresql_backend_restores_state(model_dir: Path, data: Synthetic) -> 
         body = c.post("/v1/recommendations", headers=AUTH, json={"text": text, "k": 5}).json()
         assert "pg-item" in _ids(body)
         assert c.get("/v1/users/pg-user", headers=AUTH).json()["interactions"] == 1
+
+
+# ---- retrain and reload -------------------------------------------------------------------
+def test_retrain_then_reload_swaps_models_without_dropping_requests(
+    model_dir: Path, tmp_path: Path, data: Synthetic
+) -> None:
+    from warmstart.serve.retrain import retrain
+
+    db = tmp_path / "r.db"
+    text = data.group_text(0, 8, seed=21)
+    liked = data.items_of(2, cold=False)[:3]
+    with serving(model_dir, db) as c:
+        c.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "new-x", "text": text}]})
+        events = [{"user_id": "r-user", "item_id": i, "type": "click"} for i in [*liked, "new-x"]]
+        c.post("/v1/events", headers=AUTH, json={"events": events})
+        assert c.get("/v1/users/r-user/recommendations", headers=AUTH).json()["route"] == "few-shot"
+
+        folder, last = retrain(model_dir, f"sqlite:///{db}", tmp_path / "v2")
+        assert last == 4 and (folder / "serve.json").is_file()
+
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                statuses.append(c.get("/v1/users/1000/recommendations", headers=AUTH).status_code)
+                r = c.post("/v1/recommendations", headers=AUTH, json={"text": text, "k": 5})
+                statuses.append(r.status_code)
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            time.sleep(0.2)
+            r = c.post("/v1/admin/reload", headers=AUTH, json={"model": str(folder)})
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join()
+        assert r.status_code == 200, r.text
+        assert r.json()["items"] == data.n_items + 1 and r.json()["model"] == str(folder)
+        assert len(statuses) > 4 and set(statuses) == {200}
+
+        # The events are training data now: the user is warm, and the new item has neighbours.
+        body = c.get("/v1/users/r-user/recommendations", headers=AUTH).json()
+        assert body["route"] == "warm"
+        assert not set(_ids(body)) & {*liked, "new-x"}
+        assert c.get("/v1/items/new-x/similar", headers=AUTH).status_code == 200
+        # An event after the retrain is folded in on top.
+        more = [{"user_id": "r-user", "item_id": data.items_of(2, cold=False)[5], "type": "view"}]
+        c.post("/v1/events", headers=AUTH, json={"events": more})
+        assert c.get("/v1/users/r-user/recommendations", headers=AUTH).json()["route"] == "fold-in"
+
+        bad = c.post("/v1/admin/reload", headers=AUTH, json={"model": str(tmp_path / "nope")})
+        assert bad.status_code == 422 and "model" in bad.text
+        assert c.get("/healthz").json()["items"] == data.n_items + 1
+
+
+def test_sighup_reloads_a_model_retrained_in_place(
+    model_dir: Path, tmp_path: Path, data: Synthetic
+) -> None:
+    import shutil
+
+    from warmstart.serve.retrain import retrain
+
+    served = tmp_path / "served"
+    shutil.copytree(model_dir, served)
+    db, port = tmp_path / "h.db", _free_port()
+    base = f"http://127.0.0.1:{port}"
+    liked = data.items_of(1, cold=False)[:3]
+
+    def route() -> str:
+        r = httpx.get(f"{base}/v1/users/h/recommendations", headers=AUTH)
+        return str(r.json()["route"])
+
+    with _process(served, db, port) as proc:
+        events = [{"user_id": "h", "item_id": i, "type": "click"} for i in liked]
+        httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events})
+        assert route() == "few-shot"
+        retrain(served, f"sqlite:///{db}", served)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while route() != "warm":
+            assert time.monotonic() < deadline, "SIGHUP did not reload the model"
+            time.sleep(0.2)
+        assert proc.poll() is None

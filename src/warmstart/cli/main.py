@@ -1,4 +1,4 @@
-"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve and a demo. Errors print one clear line, exit 2."""
+"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve, retrain and a demo. Errors print one clear line, exit 2."""
 
 from __future__ import annotations
 
@@ -534,6 +534,26 @@ def serve(
     logging.getLogger("warmstart").setLevel(log_level.upper())
     settings = ServeSettings(model_dir=model, db_url=db, api_keys=tuple(keys))  # type: ignore[arg-type]
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+
+
+@app.command()
+def retrain(
+    db: Annotated[str, typer.Option("--db", help="the service's database URL")],
+    model: Annotated[Path, typer.Option("--model", help="the model the service runs")],
+    output: Annotated[Path, typer.Option("--output", help="where to write the new model")],
+) -> None:
+    """A new model version from the served model and the stored events, items and users.
+
+    Then `POST /v1/admin/reload {"model": OUTPUT}`, or retrain into the served folder itself
+    (--output = --model; it is replaced only when complete) and send the server SIGHUP.
+    """
+    from warmstart.serve.retrain import retrain as run_retrain
+
+    start = time.perf_counter()
+    folder, last = run_retrain(model, db, output)
+    out.print(
+        f"retrained on events through #{last} in {time.perf_counter() - start:.1f} s: {folder}"
+    )
 
 
 @app.command()

@@ -5,8 +5,12 @@ are committed before the engine applies them, so an acknowledged item or event s
 (`Engine.restore` replays the store at start-up).
 """
 
+import asyncio
+import contextlib
 import hmac
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,11 +26,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from warmstart import __version__
-from warmstart.errors import UnknownIdError
+from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models.base import Explanation, Recommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve import schemas as s
 from warmstart.serve.engine import Engine, NoTextError, Ranked
+from warmstart.serve.retrain import events_through
 from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
 
 log = logging.getLogger("warmstart.serve")
@@ -72,10 +77,19 @@ class _Metrics:
 
 
 class Service:
-    """What the routes share: settings, store, engine and metrics. One per app."""
+    """What the routes share: settings, store, the current engine, and metrics. One per app.
 
-    def __init__(self, settings: ServeSettings, store: Store, engine: Engine) -> None:
+    `engine` is swapped whole by `reload`: a request takes the engine once and finishes on it.
+    Writes (store, then engine) hold `writes`, and so does a reload while it builds the new
+    engine from the store, so no acknowledged write can fall between the old and the new one.
+    """
+
+    def __init__(
+        self, settings: ServeSettings, store: Store, engine: Engine, model_dir: Path
+    ) -> None:
         self.settings, self.store, self.engine = settings, store, engine
+        self.model_dir = model_dir
+        self.writes = threading.RLock()
         self.metrics = _Metrics()
         self.metrics.items.set(engine.n_items)
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
@@ -88,28 +102,57 @@ class Service:
             found |= hmac.compare_digest(given, key)
         return found
 
+    def reload(self, model_dir: Path | None = None) -> Engine:
+        """Load the model at `model_dir` (default: the current one, re-read) and swap it in."""
+        directory = Path(model_dir) if model_dir is not None else self.model_dir
+        with self.writes:
+            engine = build_engine(directory, self.store, self.settings.exact_below)
+            self.engine, self.model_dir = engine, directory
+            self.metrics.items.set(engine.n_items)
+        log.info("now serving the model at %s (%d items)", directory, engine.n_items)
+        return engine
 
-def load_engine(settings: ServeSettings, model: Recommender | None = None) -> Engine:
+
+def build_engine(
+    model_dir: Path, store: Store, exact_below: int, model: Recommender | None = None
+) -> Engine:
+    """Load the model (unless given), and replay the store's items, users and new events into it."""
     if model is None:
-        model = Recommender.load(settings.model_dir)
+        model = Recommender.load(model_dir)
     if not isinstance(model, WarmStartRecommender):
-        raise TypeError(
-            f"{settings.model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
-            f"not {model.name!r}: fit one with `warmstart fit --model warmstart`"
+        raise ModelFormatError(
+            f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
+            f"not {model.name!r}: fit one with `warmstart fit --model-name warmstart`"
         )
-    return Engine(model, exact_below=settings.exact_below)
+    engine = Engine(model, exact_below=exact_below)
+    engine.restore(store, since_seq=events_through(model_dir))
+    return engine
 
 
 def create_app(settings: ServeSettings, model: Recommender | None = None) -> FastAPI:
-    """Open the store, load the model (or use `model`), replay the store into it, and build the app."""
+    """Open the store, load the model (or use `model`), replay the store into it, and build the app.
+
+    SIGHUP reloads the model from its folder (when the app runs in the main thread, as under
+    `warmstart serve`); `POST /v1/admin/reload` does the same over HTTP.
+    """
     store = Store.open(settings.db_url)
-    engine = load_engine(settings, model)
-    engine.restore(store)
-    service = Service(settings, store, engine)
+    engine = build_engine(settings.model_dir, store, settings.exact_below, model)
+    service = Service(settings, store, engine, settings.model_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def on_hangup() -> None:
+            loop.run_in_executor(None, _reload_logged, service)
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            log.debug("no SIGHUP handler: not in the main thread, or no such signal here")
         yield
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            loop.remove_signal_handler(signal.SIGHUP)
         store.close()
 
     app = FastAPI(
@@ -122,8 +165,14 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
     _install_middleware(app, service)
     _install_errors(app)
     _install_routes(app, service)
-
     return app
+
+
+def _reload_logged(service: Service) -> None:
+    try:
+        service.reload()
+    except Exception:  # a bad model folder must not take the running service down
+        log.exception("reload on SIGHUP failed; still serving the previous model")
 
 
 def _route_of(request: Request) -> str:
@@ -214,56 +263,57 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             )
 
     auth = [Depends(require_key)]
-    store, engine, metrics, settings = (
-        service.store,
-        service.engine,
-        service.metrics,
-        service.settings,
-    )
+    store, metrics, settings = service.store, service.metrics, service.settings
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="how many items")]
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorOut}}
 
     @app.get("/healthz", response_model=s.Health)
     def healthz() -> s.Health:
+        engine = service.engine
         return s.Health(status="ok", items=engine.n_items, model=engine.model.name)
 
     @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
     def prometheus() -> Response:
-        metrics.items.set(engine.n_items)
+        metrics.items.set(service.engine.n_items)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/items", dependencies=auth, response_model=s.ItemsOut)
     def upsert_items(body: s.ItemsIn) -> s.ItemsOut:
         _check_batch(len(body.items), settings.max_batch, "items")
         records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
-        engine.check_items(records)
-        store.upsert_items(records)
-        created, updated = engine.upsert_items(records)
-        metrics.items.set(engine.n_items)
+        with service.writes:
+            engine = service.engine
+            engine.check_items(records)
+            store.upsert_items(records)
+            created, updated = engine.upsert_items(records)
+            metrics.items.set(engine.n_items)
         log.info("upserted %d items (%d new)", len(records), len(created))
         return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
     @app.delete("/v1/items/{item_id}", dependencies=auth, responses=not_found)
     def delete_item(item_id: str) -> dict[str, str]:
-        engine.item(item_id)  # 404 when unknown or already deleted
-        store.delete_item(item_id)
-        engine.delete_item(item_id)
-        metrics.items.set(engine.n_items)
+        with service.writes:
+            engine = service.engine
+            engine.item(item_id)  # 404 when unknown or already deleted
+            store.delete_item(item_id)
+            engine.delete_item(item_id)
+            metrics.items.set(engine.n_items)
         return {"deleted": item_id}
 
     @app.post("/v1/users", dependencies=auth, response_model=s.UsersOut)
     def upsert_users(body: s.UsersIn) -> s.UsersOut:
         _check_batch(len(body.users), settings.max_batch, "users")
         records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
-        store.upsert_users(records)
-        engine.upsert_users(records)
+        with service.writes:
+            store.upsert_users(records)
+            service.engine.upsert_users(records)
         return s.UsersOut(upserted=len(records))
 
     @app.get(
         "/v1/users/{user_id}", dependencies=auth, response_model=s.UserOut, responses=not_found
     )
     def get_user(user_id: str) -> s.UserOut:
-        text, attributes, known, n = engine.user_info(user_id)
+        text, attributes, known, n = service.engine.user_info(user_id)
         return s.UserOut(
             user_id=user_id,
             text=text,
@@ -275,9 +325,6 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/events", dependencies=auth, response_model=s.EventsOut, responses=not_found)
     def add_events(body: s.EventsIn) -> s.EventsOut:
         _check_batch(len(body.events), settings.max_batch, "events")
-        for j, e in enumerate(body.events):
-            if not engine.has_item(e.item_id):
-                raise UnknownIdError(f"events[{j}].item_id: unknown item id {e.item_id!r}")
         records = [
             EventRecord(
                 user_id=e.user_id,
@@ -289,9 +336,14 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             )
             for e in body.events
         ]
-        fresh = store.add_events(records)
-        new = [r for r, f in zip(records, fresh, strict=True) if f]
-        engine.add_events(new)
+        with service.writes:
+            engine = service.engine
+            for j, e in enumerate(records):
+                if not engine.has_item(e.item_id):
+                    raise UnknownIdError(f"events[{j}].item_id: unknown item id {e.item_id!r}")
+            fresh = store.add_events(records)
+            new = [r for r, f in zip(records, fresh, strict=True) if f]
+            engine.add_events(new)
         for r in new:
             metrics.events.labels(r.type).inc()
         return s.EventsOut(accepted=len(new), duplicates=len(records) - len(new))
@@ -304,7 +356,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def recommend_user(
         user_id: str, k: K = 10, exclude_seen: bool = True, explain: bool = True
     ) -> s.RecommendationsOut:
-        ranked = engine.recommend_user(user_id, k=k, exclude_seen=exclude_seen, explain=explain)
+        ranked = service.engine.recommend_user(
+            user_id, k=k, exclude_seen=exclude_seen, explain=explain
+        )
         return _recommendations(user_id, ranked)
 
     @app.post(
@@ -314,7 +368,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         responses=not_found,
     )
     def recommend_profile(body: s.ProfileIn) -> s.RecommendationsOut:
-        ranked = engine.recommend_profile(
+        ranked = service.engine.recommend_profile(
             body.text,
             body.attributes,
             body.item_ids,
@@ -331,11 +385,30 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         responses=not_found,
     )
     def similar(item_id: str, k: K = 10) -> s.SimilarOut:
-        ranked = engine.similar_items(item_id, k=k)
+        ranked = service.engine.similar_items(item_id, k=k)
         return s.SimilarOut(
             item_id=item_id,
             items=[
                 s.SimilarItem(item_id=i, score=sc)
                 for i, sc in zip(ranked.item_ids, ranked.scores, strict=True)
             ],
+        )
+
+    @app.post(
+        "/v1/admin/reload",
+        dependencies=auth,
+        response_model=s.ReloadOut,
+        responses={422: {"model": s.ErrorOut}},
+    )
+    def reload(body: s.ReloadIn | None = None) -> s.ReloadOut | JSONResponse:
+        start = time.perf_counter()
+        target = Path(body.model) if body is not None and body.model else None
+        try:
+            engine = service.reload(target)
+        except (ModelFormatError, OSError) as exc:
+            return JSONResponse({"detail": f"model: {exc}"}, status_code=422)
+        return s.ReloadOut(
+            model=str(service.model_dir),
+            items=engine.n_items,
+            seconds=round(time.perf_counter() - start, 3),
         )

@@ -60,6 +60,12 @@ class _User:
     events: dict[int, None] | None = None  # internal item ids, in order of first event
 
 
+def item_text(record: ItemRecord, template: str | None) -> str | None:
+    """An item's text as the model reads it: its own text, else its attributes rendered."""
+    text = record.text.strip() if record.text and record.text.strip() else None
+    return text or render_attributes(template, record.attributes)
+
+
 def render_attributes(template: str | None, attributes: Mapping[str, Any]) -> str | None:
     """Attributes as text: with the data's template when the model has one, else `key: value`."""
     if not attributes:
@@ -160,11 +166,9 @@ class Engine:
     # ---- updates -------------------------------------------------------------------------
     def check_items(self, records: Sequence[ItemRecord]) -> list[str]:
         """Each item's text as the model will read it; NoTextError names the first without any."""
-        template = self.model.catalogue.item_template
         rendered = []
         for j, r in enumerate(records):
-            text = r.text.strip() if r.text and r.text.strip() else None
-            text = text or render_attributes(template, r.attributes)
+            text = item_text(r, self.model.catalogue.item_template)
             if not text:
                 raise NoTextError(
                     f"items[{j}]: item {r.item_id!r} has no text, and its attributes render to none"
@@ -247,8 +251,11 @@ class Engine:
                 n += 1
         return n
 
-    def restore(self, store: Store) -> None:
-        """Replay the store: items, deletions, users and events, in that order."""
+    def restore(self, store: Store, since_seq: int = 0) -> None:
+        """Replay the store: items, deletions, users, and the events after `since_seq`.
+
+        Events up to `since_seq` are already in the model's training data (`warmstart retrain`).
+        """
         items = store.items(include_deleted=True)
         live = [r for r in items if not r.deleted]
         if live:
@@ -257,7 +264,7 @@ class Engine:
             if r.deleted:
                 self.delete_item(r.item_id)
         self.upsert_users(store.users())
-        self.add_events(store.events())
+        self.add_events(store.events(since_seq=since_seq))
         log.info(
             "restored %d items, %d users and events from %s",
             len(items),

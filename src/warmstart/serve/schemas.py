@@ -136,6 +136,16 @@ class SimilarOut(_Strict):
     items: list[SimilarItem]
 
 
+class ReloadIn(_Strict):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+
+
+class ReloadOut(_Strict):
+    model: str
+    items: int
+    seconds: float
+
+
 class Health(_Strict):
     status: Literal["ok"]
     items: int

@@ -493,3 +493,82 @@ def test_sighup_reloads_a_model_retrained_in_place(
             assert time.monotonic() < deadline, "SIGHUP did not reload the model"
             time.sleep(0.2)
         assert proc.poll() is None
+
+
+# ---- A/B experiments ----------------------------------------------------------------------
+def test_experiment_arms_are_sticky_and_counted(
+    model_dir: Path, tmp_path: Path, data: Synthetic
+) -> None:
+    import shutil
+
+    from warmstart.serve.experiments import assign
+
+    variant = tmp_path / "variant-model"
+    shutil.copytree(model_dir, variant)
+    arms = [
+        {"name": "control", "weight": 1.0},
+        {"name": "other-model", "weight": 1.0, "model": str(variant)},
+        {"name": "no-prior", "weight": 2.0, "neighbour_weight": 0.0, "popularity_weight": 0.0},
+    ]
+    db = tmp_path / "ab.db"
+    users = [f"ab-{j}" for j in range(30)]
+    with serving(model_dir, db) as c:
+        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "exp1", "arms": arms})
+        assert r.status_code == 201, r.text
+        again = c.post(
+            "/v1/experiments", headers=AUTH, json={"experiment_id": "exp2", "arms": arms}
+        )
+        assert again.status_code == 409 and "exp1" in again.text
+        # posted after the start: every arm's model must see the new item
+        text = data.group_text(0, 8, seed=31)
+        c.post("/v1/items", headers=AUTH, json={"items": [{"item_id": "ab-item", "text": text}]})
+        c.post(
+            "/v1/users",
+            headers=AUTH,
+            json={"users": [{"user_id": u, "text": text} for u in users]},
+        )
+        shown: dict[str, int] = {}
+        lists: dict[str, int] = {}
+        arm_of: dict[str, str] = {}
+        for u in users:
+            for _ in range(2):
+                body = c.get(f"/v1/users/{u}/recommendations?k=5", headers=AUTH).json()
+                arm = body["experiment"]["arm"]
+                assert arm_of.setdefault(u, arm) == arm  # sticky
+                assert arm == assign("exp1", u, arms)["name"]
+                assert "ab-item" in _ids(body)
+                shown[arm] = shown.get(arm, 0) + len(body["recommendations"])
+                lists[arm] = lists.get(arm, 0) + 1
+        assert set(arm_of.values()) == {"control", "other-model", "no-prior"}
+        clickers = users[:10]
+        events = [{"user_id": u, "item_id": "ab-item", "type": "click"} for u in clickers]
+        c.post("/v1/events", headers=AUTH, json={"events": events})
+        report = c.get("/v1/experiments/exp1", headers=AUTH).json()
+        assert report["status"] == "running"
+        by_arm = {a["name"]: a for a in report["arms"]}
+        for name in by_arm:
+            assert by_arm[name]["impressions"] == lists.get(name, 0)
+            assert by_arm[name]["items_shown"] == shown.get(name, 0)
+            assert by_arm[name]["users"] == sum(a == name for a in arm_of.values())
+            assert by_arm[name]["clicks"] == sum(arm_of[u] == name for u in clickers)
+        stopped = c.post("/v1/experiments/exp1/stop", headers=AUTH).json()
+        assert stopped["status"] == "stopped"
+        assert (
+            c.get(f"/v1/users/{users[0]}/recommendations", headers=AUTH).json()["experiment"]
+            is None
+        )
+        assert c.get("/v1/experiments/nope", headers=AUTH).status_code == 404
+    with serving(model_dir, db) as c:  # the counts were written, and survive a restart
+        report = c.get("/v1/experiments/exp1", headers=AUTH).json()
+        assert sum(a["impressions"] for a in report["arms"]) == 2 * len(users)
+
+
+def test_experiment_with_a_bad_model_folder_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    arms = [{"name": "a"}, {"name": "b", "model": str(tmp_path / "missing")}]
+    with serving(model_dir, tmp_path / "x.db") as c:
+        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "e", "arms": arms})
+        assert r.status_code == 422 and "model" in r.text
+        dup = [{"name": "a"}, {"name": "a"}]
+        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "e", "arms": dup})
+        assert r.status_code == 422 and "distinct" in r.text
+        assert c.get("/v1/users/1000/recommendations", headers=AUTH).json()["experiment"] is None

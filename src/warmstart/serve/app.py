@@ -31,8 +31,9 @@ from warmstart.models.base import Explanation, Recommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve import schemas as s
 from warmstart.serve.engine import Engine, NoTextError, Ranked
+from warmstart.serve.experiments import ExperimentConflict, Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
-from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
+from warmstart.serve.store import EventRecord, ExperimentRecord, ItemRecord, Store, UserRecord
 
 log = logging.getLogger("warmstart.serve")
 
@@ -90,6 +91,11 @@ class Service:
         self.settings, self.store, self.engine = settings, store, engine
         self.model_dir = model_dir
         self.writes = threading.RLock()
+        self.experiments = Experiments(store)
+        self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
+        running = self.experiments.running
+        if running is not None:
+            self._load_arm_models(running.arms)
         self.metrics = _Metrics()
         self.metrics.items.set(engine.n_items)
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
@@ -101,6 +107,40 @@ class Service:
         for key in self._keys:
             found |= hmac.compare_digest(given, key)
         return found
+
+    def engines(self) -> list[Engine]:
+        """Every engine a write must reach: the main one and those of model arms."""
+        return [self.engine, *self.arm_engines.values()]
+
+    def _load_arm_models(self, arms: list[dict[str, Any]]) -> None:
+        with self.writes:
+            for arm in arms:
+                folder = arm.get("model")
+                if folder and folder not in self.arm_engines:
+                    self.arm_engines[folder] = build_engine(
+                        Path(folder), self.store, self.settings.exact_below
+                    )
+
+    def start_experiment(self, record: ExperimentRecord) -> None:
+        """Load the arms' models first (a bad folder fails here), then start it."""
+        self._load_arm_models(record.arms)
+        self.experiments.create(record)
+
+    def stop_experiment(self, experiment_id: str) -> None:
+        self.experiments.stop(experiment_id)
+        with self.writes:
+            self.arm_engines.clear()
+
+    def route(self, user_id: str) -> tuple[Engine, dict[str, float] | None, s.ExperimentTag | None]:
+        """The engine and blend that serve this user: the running experiment's arm, if any."""
+        running = self.experiments.running
+        if running is None:
+            return self.engine, None, None
+        arm = assign(running.experiment_id, user_id, running.arms)
+        folder = arm.get("model")
+        engine = self.arm_engines.get(folder, self.engine) if folder else self.engine
+        tag = s.ExperimentTag(experiment_id=running.experiment_id, arm=str(arm["name"]))
+        return engine, blend_of(arm), tag
 
     def reload(self, model_dir: Path | None = None) -> Engine:
         """Load the model at `model_dir` (default: the current one, re-read) and swap it in."""
@@ -150,7 +190,9 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
         except (NotImplementedError, RuntimeError, ValueError, AttributeError):
             log.debug("no SIGHUP handler: not in the main thread, or no such signal here")
+        service.experiments.start()
         yield
+        service.experiments.close()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
             loop.remove_signal_handler(signal.SIGHUP)
         store.close()
@@ -286,6 +328,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             engine.check_items(records)
             store.upsert_items(records)
             created, updated = engine.upsert_items(records)
+            for other in service.arm_engines.values():
+                other.upsert_items(records)
             metrics.items.set(engine.n_items)
         log.info("upserted %d items (%d new)", len(records), len(created))
         return s.ItemsOut(upserted=len(records), created=created, updated=updated)
@@ -296,7 +340,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             engine = service.engine
             engine.item(item_id)  # 404 when unknown or already deleted
             store.delete_item(item_id)
-            engine.delete_item(item_id)
+            for each in service.engines():
+                each.delete_item(item_id)
             metrics.items.set(engine.n_items)
         return {"deleted": item_id}
 
@@ -306,7 +351,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
         with service.writes:
             store.upsert_users(records)
-            service.engine.upsert_users(records)
+            for engine in service.engines():
+                engine.upsert_users(records)
         return s.UsersOut(upserted=len(records))
 
     @app.get(
@@ -343,7 +389,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                     raise UnknownIdError(f"events[{j}].item_id: unknown item id {e.item_id!r}")
             fresh = store.add_events(records)
             new = [r for r, f in zip(records, fresh, strict=True) if f]
-            engine.add_events(new)
+            for each in service.engines():
+                each.add_events(new)
         for r in new:
             metrics.events.labels(r.type).inc()
         return s.EventsOut(accepted=len(new), duplicates=len(records) - len(new))
@@ -356,10 +403,15 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     def recommend_user(
         user_id: str, k: K = 10, exclude_seen: bool = True, explain: bool = True
     ) -> s.RecommendationsOut:
-        ranked = service.engine.recommend_user(
-            user_id, k=k, exclude_seen=exclude_seen, explain=explain
+        engine, blend, tag = service.route(user_id)
+        ranked = engine.recommend_user(
+            user_id, k=k, exclude_seen=exclude_seen, explain=explain, blend=blend
         )
-        return _recommendations(user_id, ranked)
+        if tag is not None:
+            service.experiments.record(tag.experiment_id, tag.arm, user_id, len(ranked.item_ids))
+        out = _recommendations(user_id, ranked)
+        out.experiment = tag
+        return out
 
     @app.post(
         "/v1/recommendations",
@@ -412,3 +464,47 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             items=engine.n_items,
             seconds=round(time.perf_counter() - start, 3),
         )
+
+    conflict: dict[int | str, dict[str, Any]] = {409: {"model": s.ErrorOut}}
+
+    @app.post(
+        "/v1/experiments",
+        dependencies=auth,
+        status_code=201,
+        response_model=s.ExperimentOut,
+        responses={**conflict, 422: {"model": s.ErrorOut}},
+    )
+    def create_experiment(body: s.ExperimentIn) -> s.ExperimentOut | JSONResponse:
+        arms = [a.model_dump(exclude_none=True) for a in body.arms]
+        try:
+            service.start_experiment(ExperimentRecord(body.experiment_id, arms))
+        except ExperimentConflict as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        except (ModelFormatError, OSError) as exc:
+            return JSONResponse({"detail": f"arms: model: {exc}"}, status_code=422)
+        return s.ExperimentOut(**service.experiments.report(body.experiment_id))
+
+    @app.get(
+        "/v1/experiments/{experiment_id}",
+        dependencies=auth,
+        response_model=s.ExperimentOut,
+        responses=not_found,
+    )
+    def experiment(experiment_id: str) -> s.ExperimentOut:
+        try:
+            return s.ExperimentOut(**service.experiments.report(experiment_id))
+        except KeyError:
+            raise UnknownIdError(f"unknown experiment id {experiment_id!r}") from None
+
+    @app.post(
+        "/v1/experiments/{experiment_id}/stop",
+        dependencies=auth,
+        response_model=s.ExperimentOut,
+        responses=not_found,
+    )
+    def stop_experiment(experiment_id: str) -> s.ExperimentOut:
+        try:
+            service.stop_experiment(experiment_id)
+            return s.ExperimentOut(**service.experiments.report(experiment_id))
+        except KeyError:
+            raise UnknownIdError(f"unknown experiment id {experiment_id!r}") from None

@@ -17,9 +17,10 @@ Routing of a known user id (`recommend_user`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,9 +275,19 @@ class Engine:
 
     # ---- recommendations -----------------------------------------------------------------
     def recommend_user(
-        self, user_id: str, k: int = 10, exclude_seen: bool = True, explain: bool = True
+        self,
+        user_id: str,
+        k: int = 10,
+        exclude_seen: bool = True,
+        explain: bool = True,
+        blend: Mapping[str, float] | None = None,
     ) -> Ranked:
-        with self._lock:
+        """Top-k for a user id, routed as the module doc says.
+
+        `blend` overrides the cold-start blend weights (`neighbour_weight`, `popularity_weight`)
+        for this request, as an experiment's arm does; warm users' scores do not use them.
+        """
+        with self._lock, self._blend(blend):
             m = self.model
             u = self._user_index.get(user_id)
             state = self._users.get(user_id)
@@ -331,6 +342,21 @@ class Engine:
             return self._ranked(
                 "similar", keys[0], scores[0], np.empty(0, np.int64), None, None, False
             )
+
+    @contextlib.contextmanager
+    def _blend(self, blend: Mapping[str, float] | None) -> Iterator[None]:
+        """The model's blend weights set to `blend` for the block (the caller holds the lock)."""
+        if not blend:
+            yield
+            return
+        m = self.model
+        saved = (m.neighbour_weight_, m.popularity_weight_)
+        m.neighbour_weight_ = float(blend.get("neighbour_weight", saved[0]))
+        m.popularity_weight_ = float(blend.get("popularity_weight", saved[1]))
+        try:
+            yield
+        finally:
+            m.neighbour_weight_, m.popularity_weight_ = saved
 
     def _profile_ranked(
         self, route: str, query: ProfileQuery, k: int, exclude_seen: bool, explain: bool

@@ -111,10 +111,16 @@ class Recommendation(_Strict):
     explanation: ExplanationOut | None = None
 
 
+class ExperimentTag(_Strict):
+    experiment_id: str
+    arm: str
+
+
 class RecommendationsOut(_Strict):
     user_id: str | None
     route: str
     recommendations: list[Recommendation]
+    experiment: ExperimentTag | None = None
 
 
 class ProfileIn(_Strict):
@@ -144,6 +150,48 @@ class ReloadOut(_Strict):
     model: str
     items: int
     seconds: float
+
+
+class ArmIn(_Strict):
+    """One arm: a share of users, and what it changes (nothing: the control)."""
+
+    name: Id
+    weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+    model: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    neighbour_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
+    popularity_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
+
+
+class ExperimentIn(_Strict):
+    experiment_id: Id
+    arms: list[ArmIn] = Field(min_length=2, max_length=20)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> ExperimentIn:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be distinct")
+        return self
+
+
+class ArmOut(_Strict):
+    name: str
+    weight: float
+    model: str | None = None
+    neighbour_weight: float | None = None
+    popularity_weight: float | None = None
+    users: int  # users served by this arm
+    impressions: int  # recommendation lists served
+    items_shown: int
+    clicks: int  # click and purchase events by those users since the start
+    click_rate: float | None  # clicks / items shown
+
+
+class ExperimentOut(_Strict):
+    experiment_id: str
+    status: Literal["running", "stopped"]
+    start_seq: int
+    arms: list[ArmOut]
 
 
 class Health(_Strict):

@@ -36,6 +36,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -97,6 +98,15 @@ class EventRecord:
     seq: int = 0
 
 
+@dataclass(frozen=True)
+class ExperimentRecord:
+    experiment_id: str
+    arms: list[dict[str, Any]]  # [{"name", "weight", ...variant}]
+    status: str = "running"  # "running" | "stopped"
+    start_seq: int = 0  # set by the store: the newest event when it was created
+    created_at: float = 0.0
+
+
 metadata = MetaData()
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -138,6 +148,25 @@ events_table = Table(
     # (user_id, seq) serves both "this user's events" and "in seq order".
     Index("ix_events_user_id_seq", "user_id", "seq"),
     sqlite_autoincrement=True,
+)
+
+experiments_table = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", Text, primary_key=True),
+    Column("arms", _Json, nullable=False),  # [{"name", "weight", ...variant}]
+    Column("status", Text, nullable=False),  # "running" | "stopped"
+    Column("start_seq", Integer, nullable=False),  # events after this one count
+    Column("created_at", Double, nullable=False),
+)
+exposures_table = Table(
+    "experiment_exposures",
+    metadata,
+    Column("experiment_id", Text, primary_key=True),
+    Column("arm", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("lists", Integer, nullable=False),  # recommendation lists served
+    Column("shown", Integer, nullable=False),  # items shown in them
 )
 
 _PASSWORD_IN_URL = re.compile(r"((?:^|://)[^/@:\s]*:)[^/@\s]*@")
@@ -409,6 +438,69 @@ class Store:
             row = conn.execute(stmt).one()
         return {key: int(value) for key, value in row._mapping.items()}
 
+    # ------------------------------------------------------------- experiments
+
+    def create_experiment(self, experiment: ExperimentRecord) -> bool:
+        """Store a new experiment, starting after the newest event; False if the id exists."""
+        with self._write("create an experiment") as conn:
+            last = conn.execute(select(func.max(events_table.c.seq))).scalar()
+            stmt = (
+                _insert(self.dialect, experiments_table)
+                .values(
+                    experiment_id=experiment.experiment_id,
+                    arms=[dict(a) for a in experiment.arms],
+                    status=experiment.status,
+                    start_seq=int(last or 0),
+                    created_at=time.time(),
+                )
+                .on_conflict_do_nothing(index_elements=[experiments_table.c.experiment_id])
+                .returning(experiments_table.c.experiment_id)
+            )
+            return conn.execute(stmt).first() is not None
+
+    def set_experiment_status(self, experiment_id: str, status: str) -> bool:
+        stmt = (
+            update(experiments_table)
+            .where(experiments_table.c.experiment_id == experiment_id)
+            .values(status=status)
+            .returning(experiments_table.c.experiment_id)
+        )
+        with self._write("change an experiment") as conn:
+            return conn.execute(stmt).first() is not None
+
+    def experiments(self) -> list[ExperimentRecord]:
+        """Every experiment, oldest first."""
+        stmt = select(experiments_table).order_by(
+            experiments_table.c.created_at, experiments_table.c.experiment_id
+        )
+        with self._read("read experiments") as conn:
+            return [_experiment(row._mapping) for row in conn.execute(stmt)]
+
+    def add_exposures(self, rows: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """Add (experiment, arm, user, lists, items shown) to the exposure counts."""
+        if not rows:
+            return
+        table = exposures_table
+        with self._write("count exposures") as conn:
+            for experiment_id, arm, user_id, lists, shown in rows:
+                stmt = _insert(self.dialect, table).values(
+                    experiment_id=experiment_id, arm=arm, user_id=user_id, lists=lists, shown=shown
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[table.c.experiment_id, table.c.arm, table.c.user_id],
+                    set_={"lists": table.c.lists + lists, "shown": table.c.shown + shown},
+                )
+                conn.execute(stmt)
+
+    def exposures(self, experiment_id: str) -> list[tuple[str, str, int, int]]:
+        """(arm, user, lists, items shown) of every exposed user of an experiment."""
+        t = exposures_table
+        stmt = select(t.c.arm, t.c.user_id, t.c.lists, t.c.shown).where(
+            t.c.experiment_id == experiment_id
+        )
+        with self._read("read exposures") as conn:
+            return [(str(a), str(u), int(n), int(i)) for a, u, n, i in conn.execute(stmt).all()]
+
     # ----------------------------------------------------------------- closing
 
     def close(self) -> None:
@@ -569,6 +661,16 @@ def _user(row: Any) -> UserRecord:
         text=row["text"],
         attributes=dict(row["attributes"] or {}),
         updated_at=float(row["updated_at"]),
+    )
+
+
+def _experiment(row: Any) -> ExperimentRecord:
+    return ExperimentRecord(
+        experiment_id=str(row["experiment_id"]),
+        arms=[dict(a) for a in row["arms"]],
+        status=str(row["status"]),
+        start_seq=int(row["start_seq"]),
+        created_at=float(row["created_at"]),
     )
 
 

@@ -316,17 +316,25 @@ def test_malformed_json_and_oversized_batches(model_dir: Path, tmp_path: Path) -
 
 
 # ---- durability ---------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 @contextmanager
-def _process(model_dir: Path, db: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "WARMSTART_API_KEYS": KEY, "HF_HUB_OFFLINE": "1"}
+def serving_process(
+    model_dir: Path,
+    db: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`warmstart serve` as a real process (so it can be killed with SIGKILL)."""
+    env = {**os.environ, "WARMSTART_API_KEYS": KEY, "HF_HUB_OFFLINE": "1", **(env or {})}
     cmd = [sys.executable, "-m", "warmstart.cli.main", "serve", "--model", str(model_dir)]
     cmd += ["--db", f"sqlite:///{db}", "--port", str(port), "--log-level", "warning"]
+    cmd += args or []
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -348,11 +356,11 @@ def _process(model_dir: Path, db: Path, port: int) -> Iterator[subprocess.Popen[
 
 
 def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data: Synthetic) -> None:
-    db, port = tmp_path / "durable.db", _free_port()
+    db, port = tmp_path / "durable.db", free_port()
     base = f"http://127.0.0.1:{port}"
     text = data.group_text(2, 8, seed=11)
     clicked = data.items_of(1, cold=False)[:3]
-    with _process(model_dir, db, port) as proc:
+    with serving_process(model_dir, db, port) as proc:
         assert (
             httpx.post(
                 f"{base}/v1/items",
@@ -372,7 +380,7 @@ def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data:
         before = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    with _process(model_dir, db, port):
+    with serving_process(model_dir, db, port):
         after = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
         assert after == before
         assert after["route"] == "few-shot"
@@ -474,7 +482,7 @@ def test_sighup_reloads_a_model_retrained_in_place(
 
     served = tmp_path / "served"
     shutil.copytree(model_dir, served)
-    db, port = tmp_path / "h.db", _free_port()
+    db, port = tmp_path / "h.db", free_port()
     base = f"http://127.0.0.1:{port}"
     liked = data.items_of(1, cold=False)[:3]
 
@@ -482,7 +490,7 @@ def test_sighup_reloads_a_model_retrained_in_place(
         r = httpx.get(f"{base}/v1/users/h/recommendations", headers=AUTH)
         return str(r.json()["route"])
 
-    with _process(served, db, port) as proc:
+    with serving_process(served, db, port) as proc:
         events = [{"user_id": "h", "item_id": i, "type": "click"} for i in liked]
         httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events})
         assert route() == "few-shot"

@@ -518,6 +518,18 @@ def serve(
         typer.Option("--api-key", help="a key clients send as Bearer (repeatable)"),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug|info|warning")] = "info",
+    neighbour_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--neighbour-weight", min=0, help="newcomers: weight of clicked items' neighbours"
+        ),
+    ] = None,
+    popularity_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--popularity-weight", min=0, help="newcomers: weight of the popularity prior"
+        ),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated)."""
     import uvicorn
@@ -532,7 +544,13 @@ def serve(
             param_hint="--api-key",
         )
     logging.getLogger("warmstart").setLevel(log_level.upper())
-    settings = ServeSettings(model_dir=model, db_url=db, api_keys=tuple(keys))  # type: ignore[arg-type]
+    settings = ServeSettings(
+        model_dir=model,
+        db_url=db,
+        api_keys=tuple(keys),  # type: ignore[arg-type]
+        neighbour_weight=neighbour_weight,
+        popularity_weight=popularity_weight,
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
 
 

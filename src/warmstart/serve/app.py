@@ -49,6 +49,17 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(default=1000, ge=1)  # entries per POST; more is 413
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
+    # Cold-start blend weights for newcomers (few-shot, text-only, anonymous); None: the model's.
+    neighbour_weight: float | None = Field(default=None, ge=0)
+    popularity_weight: float | None = Field(default=None, ge=0)
+
+    @property
+    def blend(self) -> dict[str, float]:
+        pairs = (
+            ("neighbour_weight", self.neighbour_weight),
+            ("popularity_weight", self.popularity_weight),
+        )
+        return {k: float(v) for k, v in pairs if v is not None}
 
 
 class _Metrics:
@@ -117,9 +128,7 @@ class Service:
             for arm in arms:
                 folder = arm.get("model")
                 if folder and folder not in self.arm_engines:
-                    self.arm_engines[folder] = build_engine(
-                        Path(folder), self.store, self.settings.exact_below
-                    )
+                    self.arm_engines[folder] = build_engine(Path(folder), self.store, self.settings)
 
     def start_experiment(self, record: ExperimentRecord) -> None:
         """Load the arms' models first (a bad folder fails here), then start it."""
@@ -146,7 +155,7 @@ class Service:
         """Load the model at `model_dir` (default: the current one, re-read) and swap it in."""
         directory = Path(model_dir) if model_dir is not None else self.model_dir
         with self.writes:
-            engine = build_engine(directory, self.store, self.settings.exact_below)
+            engine = build_engine(directory, self.store, self.settings)
             self.engine, self.model_dir = engine, directory
             self.metrics.items.set(engine.n_items)
         log.info("now serving the model at %s (%d items)", directory, engine.n_items)
@@ -154,7 +163,7 @@ class Service:
 
 
 def build_engine(
-    model_dir: Path, store: Store, exact_below: int, model: Recommender | None = None
+    model_dir: Path, store: Store, settings: ServeSettings, model: Recommender | None = None
 ) -> Engine:
     """Load the model (unless given), and replay the store's items, users and new events into it."""
     if model is None:
@@ -164,7 +173,7 @@ def build_engine(
             f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
             f"not {model.name!r}: fit one with `warmstart fit --model-name warmstart`"
         )
-    engine = Engine(model, exact_below=exact_below)
+    engine = Engine(model, exact_below=settings.exact_below, blend=settings.blend)
     engine.restore(store, since_seq=events_through(model_dir))
     return engine
 
@@ -176,7 +185,7 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
     `warmstart serve`); `POST /v1/admin/reload` does the same over HTTP.
     """
     store = Store.open(settings.db_url)
-    engine = build_engine(settings.model_dir, store, settings.exact_below, model)
+    engine = build_engine(settings.model_dir, store, settings, model)
     service = Service(settings, store, engine, settings.model_dir)
 
     @asynccontextmanager

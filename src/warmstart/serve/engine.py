@@ -90,7 +90,13 @@ class Engine:
     on a 2-core machine compared with the scoring itself.
     """
 
-    def __init__(self, model: WarmStartRecommender, *, exact_below: int = 20_000) -> None:
+    def __init__(
+        self,
+        model: WarmStartRecommender,
+        *,
+        exact_below: int = 20_000,
+        blend: Mapping[str, float] | None = None,
+    ) -> None:
         if not isinstance(model, WarmStartRecommender):
             raise TypeError(
                 f"the service needs a 'warmstart' or 'warmstart-ft' model, not {model.name!r}: "
@@ -104,6 +110,8 @@ class Engine:
         self._live = np.ones(cat.n_items, dtype=bool)
         self._users: dict[str, _User] = {}
         self._exact_below = exact_below
+        # The service's own cold-start blend weights, where the operator overrides the model's.
+        self.default_blend = dict(blend or {})
         self._rebuild_indexes()
 
     # ---- indexes -------------------------------------------------------------------------
@@ -287,7 +295,7 @@ class Engine:
         `blend` overrides the cold-start blend weights (`neighbour_weight`, `popularity_weight`)
         for this request, as an experiment's arm does; warm users' scores do not use them.
         """
-        with self._lock, self._blend(blend):
+        with self._lock, self._blend({**self.default_blend, **(blend or {})}):
             m = self.model
             u = self._user_index.get(user_id)
             state = self._users.get(user_id)
@@ -323,7 +331,7 @@ class Engine:
         explain: bool = True,
     ) -> Ranked:
         """An anonymous visitor: what they typed, their attributes, and items they picked."""
-        with self._lock:
+        with self._lock, self._blend(self.default_blend):
             m = self.model
             items = np.unique(np.array([self.item(i) for i in item_ids], dtype=np.int64))
             text = text.strip() if text and text.strip() else None

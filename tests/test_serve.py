@@ -26,6 +26,8 @@ from warmstart.serve.app import ServeSettings, create_app
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN = "admin-key-456"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CF = {"factors": 16, "iterations": 15, "regularization": 0.05, "num_threads": 1, "seed": 0}
 
 
@@ -44,7 +46,13 @@ def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path
 def serving(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[httpx.Client]:
     """A real uvicorn server on a free loopback port, in a thread; yields a client for it."""
     url = db if isinstance(db, str) else f"sqlite:///{db}"
-    cfg = ServeSettings(model_dir=model_dir, db_url=url, api_keys=(KEY,), **settings)  # type: ignore[arg-type]
+    cfg = ServeSettings(
+        model_dir=model_dir,
+        db_url=url,
+        api_keys=(KEY,),  # type: ignore[arg-type]
+        admin_keys=(ADMIN,),  # type: ignore[arg-type]
+        **settings,
+    )
     app = create_app(cfg)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -87,6 +95,12 @@ def test_health_needs_no_key_and_everything_else_does(client: httpx.Client) -> N
         wrong = {"Authorization": "Bearer not-the-key"}
         assert client.request(method, path, headers=wrong).status_code == 401
     assert client.get("/v1/users/1000/recommendations", headers=AUTH).status_code == 200
+    # admin routes: 401 without a key, 403 with an ordinary one
+    assert client.post("/v1/admin/reload").status_code == 401
+    assert client.post("/v1/admin/reload", headers=AUTH).status_code == 403
+    spec = client.get("/openapi.json").json()
+    assert "401" in spec["paths"]["/v1/events"]["post"]["responses"]
+    assert "403" in spec["paths"]["/v1/admin/reload"]["post"]["responses"]
 
 
 def test_metrics_count_requests_per_route(client: httpx.Client, data: Synthetic) -> None:
@@ -260,6 +274,7 @@ def test_events_are_idempotent_by_id(client: httpx.Client) -> None:
         ("POST", "/v1/items", {"items": [{"text": "no id"}]}, 422, "item_id"),
         ("POST", "/v1/items", {"items": [{"item_id": "  ", "text": "blank id"}]}, 422, "item_id"),
         ("POST", "/v1/items", {"items": [{"item_id": "a"}]}, 422, "items"),
+        ("POST", "/v1/items", {"items": [{"item_id": "a/b", "text": "x"}]}, 422, "item_id"),
         ("POST", "/v1/items", {"items": []}, 422, "items"),
         ("POST", "/v1/items", {"items": [{"item_id": "a", "text": 5}]}, 422, "text"),
         ("POST", "/v1/items", {"itemz": []}, 422, "itemz"),
@@ -449,7 +464,7 @@ def test_retrain_then_reload_swaps_models_without_dropping_requests(
         thread.start()
         try:
             time.sleep(0.2)
-            r = c.post("/v1/admin/reload", headers=AUTH, json={"model": str(folder)})
+            r = c.post("/v1/admin/reload", headers=ADMIN_AUTH, json={"model": str(folder)})
             time.sleep(0.2)
         finally:
             stop.set()
@@ -468,7 +483,7 @@ def test_retrain_then_reload_swaps_models_without_dropping_requests(
         c.post("/v1/events", headers=AUTH, json={"events": more})
         assert c.get("/v1/users/r-user/recommendations", headers=AUTH).json()["route"] == "fold-in"
 
-        bad = c.post("/v1/admin/reload", headers=AUTH, json={"model": str(tmp_path / "nope")})
+        bad = c.post("/v1/admin/reload", headers=ADMIN_AUTH, json={"model": str(tmp_path / "nope")})
         assert bad.status_code == 422 and "model" in bad.text
         assert c.get("/healthz").json()["items"] == data.n_items + 1
 
@@ -521,11 +536,13 @@ def test_experiment_arms_are_sticky_and_counted(
     db = tmp_path / "ab.db"
     users = [f"ab-{j}" for j in range(30)]
     with serving(model_dir, db) as c:
-        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "exp1", "arms": arms})
-        assert r.status_code == 201, r.text
-        again = c.post(
-            "/v1/experiments", headers=AUTH, json={"experiment_id": "exp2", "arms": arms}
+        r = c.post(
+            "/v1/experiments", headers=ADMIN_AUTH, json={"experiment_id": "exp1", "arms": arms}
         )
+        assert r.status_code == 201, r.text
+        exp2 = {"experiment_id": "exp2", "arms": arms}
+        assert c.post("/v1/experiments", headers=AUTH, json=exp2).status_code == 403
+        again = c.post("/v1/experiments", headers=ADMIN_AUTH, json=exp2)
         assert again.status_code == 409 and "exp1" in again.text
         # posted after the start: every arm's model must see the new item
         text = data.group_text(0, 8, seed=31)
@@ -559,7 +576,7 @@ def test_experiment_arms_are_sticky_and_counted(
             assert by_arm[name]["items_shown"] == shown.get(name, 0)
             assert by_arm[name]["users"] == sum(a == name for a in arm_of.values())
             assert by_arm[name]["clicks"] == sum(arm_of[u] == name for u in clickers)
-        stopped = c.post("/v1/experiments/exp1/stop", headers=AUTH).json()
+        stopped = c.post("/v1/experiments/exp1/stop", headers=ADMIN_AUTH).json()
         assert stopped["status"] == "stopped"
         assert (
             c.get(f"/v1/users/{users[0]}/recommendations", headers=AUTH).json()["experiment"]
@@ -574,9 +591,9 @@ def test_experiment_arms_are_sticky_and_counted(
 def test_experiment_with_a_bad_model_folder_is_refused(model_dir: Path, tmp_path: Path) -> None:
     arms = [{"name": "a"}, {"name": "b", "model": str(tmp_path / "missing")}]
     with serving(model_dir, tmp_path / "x.db") as c:
-        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "e", "arms": arms})
+        r = c.post("/v1/experiments", headers=ADMIN_AUTH, json={"experiment_id": "e", "arms": arms})
         assert r.status_code == 422 and "model" in r.text
         dup = [{"name": "a"}, {"name": "a"}]
-        r = c.post("/v1/experiments", headers=AUTH, json={"experiment_id": "e", "arms": dup})
+        r = c.post("/v1/experiments", headers=ADMIN_AUTH, json={"experiment_id": "e", "arms": dup})
         assert r.status_code == 422 and "distinct" in r.text
         assert c.get("/v1/users/1000/recommendations", headers=AUTH).json()["experiment"] is None

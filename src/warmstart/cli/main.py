@@ -517,6 +517,10 @@ def serve(
         list[str] | None,
         typer.Option("--api-key", help="a key clients send as Bearer (repeatable)"),
     ] = None,
+    admin_key: Annotated[
+        list[str] | None,
+        typer.Option("--admin-key", help="a key that may also reload models and run experiments"),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug|info|warning")] = "info",
     neighbour_weight: Annotated[
         float | None,
@@ -531,13 +535,20 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated)."""
+    """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated).
+
+    Admin keys (--admin-key, $WARMSTART_ADMIN_KEYS) may also reload models and run experiments.
+    """
     import uvicorn
 
     from warmstart.serve.app import ServeSettings, create_app
 
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("WARMSTART_API_KEYS", "").split(",") if k.strip()]
+    admins = list(admin_key or [])
+    admins += [
+        k.strip() for k in os.environ.get("WARMSTART_ADMIN_KEYS", "").split(",") if k.strip()
+    ]
     if not keys:
         raise typer.BadParameter(
             "give at least one API key: --api-key KEY, or WARMSTART_API_KEYS=KEY1,KEY2",
@@ -548,6 +559,7 @@ def serve(
         model_dir=model,
         db_url=db,
         api_keys=tuple(keys),  # type: ignore[arg-type]
+        admin_keys=tuple(admins),  # type: ignore[arg-type]
         neighbour_weight=neighbour_weight,
         popularity_weight=popularity_weight,
     )

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -34,6 +34,7 @@ from warmstart.serve.engine import Engine, NoTextError, Ranked
 from warmstart.serve.experiments import ExperimentConflict, Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
 from warmstart.serve.store import EventRecord, ExperimentRecord, ItemRecord, Store, UserRecord
+from warmstart.serve.web import install_web
 
 log = logging.getLogger("warmstart.serve")
 
@@ -46,6 +47,8 @@ class ServeSettings(BaseModel):
     model_dir: Path
     db_url: str = "sqlite:///warmstart.db"
     api_keys: tuple[SecretStr, ...] = Field(min_length=1)
+    # Keys that may also reload models and start or stop experiments; none: nobody may.
+    admin_keys: tuple[SecretStr, ...] = ()
     max_batch: int = Field(default=1000, ge=1)  # entries per POST; more is 413
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
@@ -109,15 +112,15 @@ class Service:
             self._load_arm_models(running.arms)
         self.metrics = _Metrics()
         self.metrics.items.set(engine.n_items)
-        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self._admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
+        self._keys = [k.get_secret_value().encode() for k in settings.api_keys] + self._admin_keys
 
     def authorised(self, token: str) -> bool:
-        """Constant time per key, and every key is compared, so timing says nothing."""
-        given = token.encode()
-        found = False
-        for key in self._keys:
-            found |= hmac.compare_digest(given, key)
-        return found
+        """Any key (admin keys included)."""
+        return _matches(token, self._keys)
+
+    def is_admin(self, token: str) -> bool:
+        return _matches(token, self._admin_keys)
 
     def engines(self) -> list[Engine]:
         """Every engine a write must reach: the main one and those of model arms."""
@@ -160,6 +163,15 @@ class Service:
             self.metrics.items.set(engine.n_items)
         log.info("now serving the model at %s (%d items)", directory, engine.n_items)
         return engine
+
+
+def _matches(token: str, keys: list[bytes]) -> bool:
+    """Constant time per key, and every key is compared, so timing says nothing."""
+    given = token.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
 
 
 def build_engine(
@@ -216,6 +228,7 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
     _install_middleware(app, service)
     _install_errors(app)
     _install_routes(app, service)
+    install_web(app)
     return app
 
 
@@ -313,7 +326,26 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                 401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    auth = [Depends(require_key)]
+    def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        token = credentials.credentials if credentials is not None else ""
+        if service.is_admin(token):
+            return
+        if not service.authorised(token):
+            raise HTTPException(
+                401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        raise HTTPException(
+            403, "this route needs an admin key (start the server with --admin-key)"
+        )
+
+    unauthorised: dict[int | str, dict[str, Any]] = {401: {"model": s.ErrorOut}}
+    router = APIRouter(dependencies=[Depends(require_key)], responses=unauthorised)
+    admin = APIRouter(
+        dependencies=[Depends(require_admin)],
+        responses={**unauthorised, 403: {"model": s.ErrorOut}},
+    )
     store, metrics, settings = service.store, service.metrics, service.settings
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="how many items")]
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorOut}}
@@ -323,12 +355,16 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         engine = service.engine
         return s.Health(status="ok", items=engine.n_items, model=engine.model.name)
 
-    @app.get("/metrics", dependencies=auth, response_class=PlainTextResponse)
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+    )
     def prometheus() -> Response:
         metrics.items.set(service.engine.n_items)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/items", dependencies=auth, response_model=s.ItemsOut)
+    @router.post("/v1/items", response_model=s.ItemsOut)
     def upsert_items(body: s.ItemsIn) -> s.ItemsOut:
         _check_batch(len(body.items), settings.max_batch, "items")
         records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
@@ -343,7 +379,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         log.info("upserted %d items (%d new)", len(records), len(created))
         return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
-    @app.delete("/v1/items/{item_id}", dependencies=auth, responses=not_found)
+    @router.delete("/v1/items/{item_id}", responses=not_found)
     def delete_item(item_id: str) -> dict[str, str]:
         with service.writes:
             engine = service.engine
@@ -354,7 +390,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             metrics.items.set(engine.n_items)
         return {"deleted": item_id}
 
-    @app.post("/v1/users", dependencies=auth, response_model=s.UsersOut)
+    @router.post("/v1/users", response_model=s.UsersOut)
     def upsert_users(body: s.UsersIn) -> s.UsersOut:
         _check_batch(len(body.users), settings.max_batch, "users")
         records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
@@ -364,9 +400,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                 engine.upsert_users(records)
         return s.UsersOut(upserted=len(records))
 
-    @app.get(
-        "/v1/users/{user_id}", dependencies=auth, response_model=s.UserOut, responses=not_found
-    )
+    @router.get("/v1/users/{user_id}", response_model=s.UserOut, responses=not_found)
     def get_user(user_id: str) -> s.UserOut:
         text, attributes, known, n = service.engine.user_info(user_id)
         return s.UserOut(
@@ -377,7 +411,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             interactions=n,
         )
 
-    @app.post("/v1/events", dependencies=auth, response_model=s.EventsOut, responses=not_found)
+    @router.post("/v1/events", response_model=s.EventsOut, responses=not_found)
     def add_events(body: s.EventsIn) -> s.EventsOut:
         _check_batch(len(body.events), settings.max_batch, "events")
         records = [
@@ -404,9 +438,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             metrics.events.labels(r.type).inc()
         return s.EventsOut(accepted=len(new), duplicates=len(records) - len(new))
 
-    @app.get(
+    @router.get(
         "/v1/users/{user_id}/recommendations",
-        dependencies=auth,
         response_model=s.RecommendationsOut,
     )
     def recommend_user(
@@ -422,9 +455,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         out.experiment = tag
         return out
 
-    @app.post(
+    @router.post(
         "/v1/recommendations",
-        dependencies=auth,
         response_model=s.RecommendationsOut,
         responses=not_found,
     )
@@ -439,9 +471,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         )
         return _recommendations(None, ranked)
 
-    @app.get(
+    @router.get(
         "/v1/items/{item_id}/similar",
-        dependencies=auth,
         response_model=s.SimilarOut,
         responses=not_found,
     )
@@ -455,9 +486,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             ],
         )
 
-    @app.post(
+    @admin.post(
         "/v1/admin/reload",
-        dependencies=auth,
         response_model=s.ReloadOut,
         responses={422: {"model": s.ErrorOut}},
     )
@@ -476,9 +506,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
 
     conflict: dict[int | str, dict[str, Any]] = {409: {"model": s.ErrorOut}}
 
-    @app.post(
+    @admin.post(
         "/v1/experiments",
-        dependencies=auth,
         status_code=201,
         response_model=s.ExperimentOut,
         responses={**conflict, 422: {"model": s.ErrorOut}},
@@ -493,9 +522,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return JSONResponse({"detail": f"arms: model: {exc}"}, status_code=422)
         return s.ExperimentOut(**service.experiments.report(body.experiment_id))
 
-    @app.get(
+    @router.get(
         "/v1/experiments/{experiment_id}",
-        dependencies=auth,
         response_model=s.ExperimentOut,
         responses=not_found,
     )
@@ -505,9 +533,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         except KeyError:
             raise UnknownIdError(f"unknown experiment id {experiment_id!r}") from None
 
-    @app.post(
+    @admin.post(
         "/v1/experiments/{experiment_id}/stop",
-        dependencies=auth,
         response_model=s.ExperimentOut,
         responses=not_found,
     )
@@ -517,3 +544,6 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             return s.ExperimentOut(**service.experiments.report(experiment_id))
         except KeyError:
             raise UnknownIdError(f"unknown experiment id {experiment_id!r}") from None
+
+    app.include_router(router)
+    app.include_router(admin)

@@ -6,11 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-# An id: non-empty once stripped, short enough for an index, no control characters.
+# An id: non-empty once stripped, short enough for an index, no control characters, and no
+# "/" (it could not be addressed in a URL path such as /v1/items/{item_id}).
 Id = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$"
+        strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f/]+$"
     ),
 ]
 Text = Annotated[str, StringConstraints(max_length=20_000)]

@@ -237,3 +237,23 @@ def test_concurrent_use_is_safe() -> None:
         t.join()
     assert not errors
     assert len(index) == 400 + 4 * 20 * 5
+
+
+def test_hnsw_and_onnxruntime_load_together_in_either_order() -> None:
+    """usearch loaded before onnxruntime crashed the process (a segfault when the test suite
+    imported the ONNX tests after the ANN ones): the index must load them in a safe order."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    code = (
+        "import numpy as np\n"
+        "from warmstart.index.ann import VectorIndex\n"
+        "ix = VectorIndex(4, exact_below=0)\n"
+        "ix.add(np.arange(3), np.eye(3, 4, dtype=np.float32))\n"
+        "import onnxruntime\n"
+        "print(ix.search(np.eye(1, 4, dtype=np.float32), 1)[0][0][0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "0"

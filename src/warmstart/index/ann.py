@@ -16,11 +16,15 @@ report true inner products and break ties the same way (higher score, then lower
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from usearch.index import BatchMatches, Index, Matches
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 from warmstart.index.exact import topk
 
@@ -272,7 +276,7 @@ class VectorIndex:
         self._keys, self._data = keys, data
 
     def _new_hnsw(self) -> Index:
-        return Index(
+        return _usearch().Index(
             ndim=self._dim,
             metric="ip",
             dtype="f32",
@@ -367,9 +371,10 @@ class VectorIndex:
         """usearch search normalised to (keys (m, count) int64, valid counts (m,))."""
         assert self._hnsw is not None
         res = self._hnsw.search(q, count, threads=self._threads)
-        if isinstance(res, BatchMatches):
+        usearch = _usearch()
+        if isinstance(res, usearch.BatchMatches):
             return res.keys.astype(np.int64), np.asarray(res.counts, dtype=np.int64)
-        assert isinstance(res, Matches)
+        assert isinstance(res, usearch.Matches)
         keys = np.full((1, count), -1, dtype=np.int64)
         got = np.asarray(res.keys, dtype=np.int64)[:count]
         keys[0, : got.size] = got
@@ -390,3 +395,18 @@ class VectorIndex:
         order = np.lexsort((keys, -scores))[:k]
         out_keys[: order.size] = keys[order]
         out_scores[: order.size] = scores[order]
+
+
+def _usearch() -> Any:
+    """`usearch.index`, imported on first use, and after onnxruntime where that is installed.
+
+    Loaded the other way round (usearch 2.26, onnxruntime 1.32, Linux x86-64), the two native
+    libraries crash the process as onnxruntime loads: `import usearch.index; import onnxruntime`
+    is a segmentation fault, `import onnxruntime; import usearch.index` is fine.
+    """
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
+
+    import usearch.index
+
+    return usearch.index

@@ -275,6 +275,18 @@ def test_events_are_idempotent_by_id(client: httpx.Client) -> None:
         ("POST", "/v1/items", {"items": [{"item_id": "  ", "text": "blank id"}]}, 422, "item_id"),
         ("POST", "/v1/items", {"items": [{"item_id": "a"}]}, 422, "items"),
         ("POST", "/v1/items", {"items": [{"item_id": "a/b", "text": "x"}]}, 422, "item_id"),
+        (
+            "POST",
+            "/v1/items",
+            {
+                "items": [
+                    {"item_id": "a", "text": "ok"},
+                    {"item_id": "b", "attributes": {"x": None}},
+                ]
+            },
+            422,
+            '"loc":["body","items",1,"text"]',
+        ),
         ("POST", "/v1/items", {"items": []}, 422, "items"),
         ("POST", "/v1/items", {"items": [{"item_id": "a", "text": 5}]}, 422, "text"),
         ("POST", "/v1/items", {"itemz": []}, 422, "itemz"),

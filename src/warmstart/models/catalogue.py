@@ -58,7 +58,14 @@ class Catalogue:
         return np.diff(self.seen.indptr)
 
     def item_counts(self) -> np.ndarray:
-        return np.bincount(self.seen.indices, minlength=self.n_items)
+        """Interactions per item (read-only). Kept once computed: the catalogue never changes,
+        and explaining a list of recommendations asks for it once per item."""
+        counts = self.__dict__.get("_item_counts")
+        if counts is None:
+            counts = np.bincount(self.seen.indices, minlength=self.n_items)
+            counts.setflags(write=False)
+            object.__setattr__(self, "_item_counts", counts)
+        return counts
 
     def with_new_items(self, ids: list[Any], texts: list[str], titles: list[str]) -> Catalogue:
         """A catalogue with items appended (no interactions yet)."""

@@ -272,7 +272,13 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(NoTextError)
     async def no_text(request: Request, exc: NoTextError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        # The same shape as a validation error, which is what the OpenAPI documents for 422.
+        error = {
+            "loc": ["body", "items", exc.index, "text"],
+            "msg": str(exc),
+            "type": "value_error",
+        }
+        return JSONResponse({"detail": [error]}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

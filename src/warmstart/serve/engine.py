@@ -39,7 +39,11 @@ ROUTES = ("warm", "fold-in", "few-shot", "text-only", "popular", "anonymous")
 
 
 class NoTextError(ValueError):
-    """An item whose text and attributes render to nothing."""
+    """An item whose text and attributes render to nothing; `index` is its place in the batch."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ class Engine:
             text = item_text(r, self.model.catalogue.item_template)
             if not text:
                 raise NoTextError(
-                    f"items[{j}]: item {r.item_id!r} has no text, and its attributes render to none"
+                    j, f"item {r.item_id!r} has no text, and its attributes render to none"
                 )
             rendered.append(text)
         return rendered

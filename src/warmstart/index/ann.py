@@ -79,6 +79,7 @@ class VectorIndex:
         self._row: dict[int, int] = {}
         self._by_key: np.ndarray | None = None  # rows sorted by key, cached for exact search
         self._hnsw: Index | None = None
+        self._radius = 0.0  # M of the inner-product-to-cosine transform the graph was built with
         if self._exact_below == 0:
             self._hnsw = self._new_hnsw()
 
@@ -160,10 +161,15 @@ class VectorIndex:
                     self._rebuild_hnsw()
             else:
                 # usearch refuses duplicate keys, so an upsert is remove-then-add.
+                if float(np.linalg.norm(vecs, axis=1).max(initial=0.0)) > self._radius:
+                    self._rebuild_hnsw()  # a longer vector than the transform allows
+                    return
                 replaced = keys_arr[present]
                 if replaced.size:
                     self._hnsw.remove(replaced.astype(np.uint64), threads=self._threads)
-                self._hnsw.add(keys_arr.astype(np.uint64), vecs, threads=self._threads)
+                self._hnsw.add(
+                    keys_arr.astype(np.uint64), self._augment(vecs), threads=self._threads
+                )
 
     def remove(self, keys: np.ndarray) -> None:
         """Remove vectors by key; keys that are not stored are ignored."""
@@ -275,10 +281,18 @@ class VectorIndex:
         data[: self._n] = self._data[: self._n]
         self._keys, self._data = keys, data
 
+    def _augment(self, vecs: np.ndarray) -> np.ndarray:
+        """[v, sqrt(M^2 - |v|^2)]: every item on a sphere of radius M, so that for a query
+        [q, 0] the cosine orders items as the inner product q.v does. HNSW on raw inner
+        products (not a metric) found 60 % of the exact top 20 on ML-100K's model vectors."""
+        norms2 = np.einsum("ij,ij->i", vecs, vecs)
+        extra = np.sqrt(np.maximum(self._radius**2 - norms2, 0.0))
+        return np.hstack([vecs, extra[:, None]]).astype(np.float32)
+
     def _new_hnsw(self) -> Index:
         return _usearch().Index(
-            ndim=self._dim,
-            metric="ip",
+            ndim=self._dim + 1,
+            metric="cos",
             dtype="f32",
             connectivity=self._connectivity,
             expansion_add=self._expansion_add,
@@ -288,11 +302,12 @@ class VectorIndex:
     def _rebuild_hnsw(self) -> None:
         """Build the graph from the dense store in one batch (parallel, faster than many adds)."""
         index = self._new_hnsw()
+        data = self._data[: self._n]
+        # Headroom above the longest vector, so that most later adds fit without a rebuild.
+        self._radius = 1.25 * float(np.linalg.norm(data, axis=1).max(initial=0.0)) or 1.0
         if self._n:
             index.add(
-                self._keys[: self._n].astype(np.uint64),
-                self._data[: self._n],
-                threads=self._threads,
+                self._keys[: self._n].astype(np.uint64), self._augment(data), threads=self._threads
             )
         self._hnsw = index
 
@@ -370,7 +385,8 @@ class VectorIndex:
     def _hnsw_query(self, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """usearch search normalised to (keys (m, count) int64, valid counts (m,))."""
         assert self._hnsw is not None
-        res = self._hnsw.search(q, count, threads=self._threads)
+        padded = np.hstack([q, np.zeros((q.shape[0], 1), dtype=np.float32)])
+        res = self._hnsw.search(padded, count, threads=self._threads)
         usearch = _usearch()
         if isinstance(res, usearch.BatchMatches):
             return res.keys.astype(np.int64), np.asarray(res.counts, dtype=np.int64)

@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--expansion-search", type=int, default=256)
     args = parser.parse_args()
     model = Recommender.load(args.model)
     if not isinstance(model, WarmStartRecommender):
@@ -34,7 +35,8 @@ def main() -> None:
     warm = np.flatnonzero(np.diff(seen.indptr) > 0)
     chosen = rng.choice(warm, size=min(args.queries, warm.size), replace=False)
     start = time.perf_counter()
-    index = VectorIndex(items.shape[1], exact_below=0)  # HNSW whatever the size
+    # HNSW whatever the size
+    index = VectorIndex(items.shape[1], exact_below=0, expansion_search=args.expansion_search)
     index.add(np.arange(len(items)), items)
     build = time.perf_counter() - start
     exclude = [set(seen[u].indices.tolist()) for u in chosen]
@@ -50,6 +52,7 @@ def main() -> None:
         "dim": int(items.shape[1]),
         "queries": len(chosen),
         "k": args.k,
+        "expansion_search": args.expansion_search,
         "build_s": round(build, 2),
         f"recall@{args.k}": float(np.mean(hits)),
     }

@@ -555,6 +555,12 @@ def serve(
             param_hint="--api-key",
         )
     logging.getLogger("warmstart").setLevel(log_level.upper())
+    # Requests run in parallel on the thread pool; a BLAS that also splits each small product
+    # over both cores spends more time spinning than computing (ML-100K, warm users at 100
+    # requests/s: 17 ms of CPU per request with 2 BLAS threads, 8 ms with 1; BENCHMARKS.md).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     settings = ServeSettings(
         model_dir=model,
         db_url=db,

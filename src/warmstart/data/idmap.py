@@ -14,7 +14,7 @@ from warmstart.errors import DataError, UnknownIdError
 class IdMap:
     """An immutable, ordered set of external ids; position = internal id."""
 
-    __slots__ = ("_index",)
+    __slots__ = ("_external", "_index")
 
     def __init__(self, external: Sequence[Any] | np.ndarray | pd.Index) -> None:
         index = pd.Index(external)
@@ -22,10 +22,17 @@ class IdMap:
             dup = index[index.duplicated()][0]
             raise DataError(f"duplicate id {dup!r} in id map")
         self._index = index
+        self._external: np.ndarray | None = None
 
     @property
     def external(self) -> np.ndarray:
-        return self._index.to_numpy()
+        """The ids as a numpy array (read-only), built once: for string ids pandas converts
+        the whole index on every call (6 ms at 100,000 ids), and serving asks per item."""
+        if self._external is None:
+            external = self._index.to_numpy()
+            external.setflags(write=False)
+            self._external = external
+        return self._external
 
     @property
     def is_integer(self) -> bool:
@@ -83,7 +90,7 @@ class IdMap:
         return pos
 
     def to_external(self, internal: Iterable[int] | np.ndarray) -> np.ndarray:
-        return self._index.to_numpy()[np.asarray(internal, dtype=np.int64)]
+        return self.external[np.asarray(internal, dtype=np.int64)]
 
     def extend(self, new_ids: Iterable[Any]) -> IdMap:
         """A new map with the ids not already present appended, in order."""

@@ -43,8 +43,8 @@ def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @contextmanager
-def serving(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[httpx.Client]:
-    """A real uvicorn server on a free loopback port, in a thread; yields a client for it."""
+def serving_url(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
     url = db if isinstance(db, str) else f"sqlite:///{db}"
     cfg = ServeSettings(
         model_dir=model_dir,
@@ -64,11 +64,20 @@ def serving(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[httpx.
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serving(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[httpx.Client]:
+    """`serving_url`, with a client for it."""
+    with (
+        serving_url(model_dir, db, **settings) as base,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        yield client
 
 
 @pytest.fixture()

@@ -8,16 +8,12 @@ the browser tests skip; the page's own headers and content are checked either wa
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -25,12 +21,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from synthetic import Synthetic, make_synthetic
+from test_serve import CF, KEY, serving_url
 from warmstart.models.hybrid import WarmStartRecommender
-from warmstart.serve.app import ServeSettings, create_app
 
-KEY = "web-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-CF = {"factors": 16, "iterations": 15, "regularization": 0.05, "num_threads": 1, "seed": 0}
 WAIT_S = 20
 INSTALL_HINT = "apt-get install -y chromium chromium-driver"
 
@@ -46,30 +40,9 @@ def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path
     return model.save(tmp_path_factory.mktemp("model") / "warmstart")
 
 
-@contextmanager
-def serving_web(model_dir: Path, db: Path) -> Iterator[str]:
-    """A real uvicorn server with the page, on a free loopback port; yields its base URL."""
-    cfg = ServeSettings(model_dir=model_dir, db_url=f"sqlite:///{db}", api_keys=(KEY,))  # type: ignore[arg-type]
-    app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def base_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving_web(model_dir, tmp_path_factory.mktemp("db") / "web.db") as url:
+    with serving_url(model_dir, tmp_path_factory.mktemp("db") / "web.db") as url:
         yield url
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -257,3 +259,70 @@ def test_hnsw_and_onnxruntime_load_together_in_either_order() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "0"
+
+
+def test_saved_graph_is_loaded_for_the_same_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = clustered(1500, seed=3)
+    keys = np.arange(1500, dtype=np.int64) * 3
+    loads: list[bool] = []
+    real = VectorIndex._load_graph
+
+    def spy(self: VectorIndex, index: Any, path: Path) -> bool:
+        loads.append(real(self, index, path))
+        return loads[-1]
+
+    monkeypatch.setattr(VectorIndex, "_load_graph", spy)
+    first = VectorIndex(DIM, exact_below=100, graph_dir=tmp_path)
+    first.add(keys, data)
+    saved = list(tmp_path.glob("*.usearch"))
+    assert len(saved) == 1 and loads == [False]
+    assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
+
+    second = VectorIndex(DIM, exact_below=100, graph_dir=tmp_path)
+    second.add(keys, data)
+    assert loads == [False, True]
+    queries = clustered(50, seed=4)
+    a_keys, a_scores = first.search(queries, 10)
+    b_keys, b_scores = second.search(queries, 10)
+    np.testing.assert_array_equal(a_keys, b_keys)
+    np.testing.assert_array_equal(a_scores, b_scores)
+    # The loaded graph stays mutable: an upsert and a removal take effect.
+    second.add(np.array([1]), data[0] * 1.01)  # within the radius: no rebuild
+    second.remove(np.array([0]))
+    top, _ = second.search(data[0], 10)
+    exact, _ = second.search(data[0], 10, exact=True)
+    assert 0 not in top[0] and 1 in top[0]
+    np.testing.assert_array_equal(top, exact)
+
+    # Other content (one vector changed) is another graph, built and saved beside the first.
+    changed = data.copy()
+    changed[7] += 0.5
+    VectorIndex(DIM, exact_below=100, graph_dir=tmp_path).add(keys, changed)
+    assert loads[-1] is False and len(list(tmp_path.glob("*.usearch"))) == 2
+
+
+def test_damaged_graph_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = clustered(600, seed=5)
+    keys = np.arange(600, dtype=np.int64)
+    VectorIndex(DIM, exact_below=100, graph_dir=tmp_path).add(keys, data)
+    (path,) = tmp_path.glob("*.usearch")
+    path.write_bytes(path.read_bytes()[:100])
+    index = VectorIndex(DIM, exact_below=100, graph_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="warmstart.index.ann"):
+        index.add(keys, data)
+    assert "rebuilding the HNSW graph" in caplog.text
+    found, _ = index.search(data[:20], 10)
+    exact, _ = index.search(data[:20], 10, exact=True)
+    assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(found, exact, strict=True)]) >= 0.95
+    assert path.stat().st_size > 100  # and saved whole
+
+
+def test_only_the_newest_graphs_are_kept(tmp_path: Path) -> None:
+    data = clustered(300, seed=6)
+    for j in range(6):
+        VectorIndex(DIM, exact_below=100, graph_dir=tmp_path).add(
+            np.arange(300, dtype=np.int64), data + 0.01 * j
+        )
+    assert len(list(tmp_path.glob("*.usearch"))) == 4

@@ -427,6 +427,26 @@ def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data:
         assert httpx.get(f"{base}/v1/items/{clicked[-1]}/similar", headers=AUTH).status_code == 404
 
 
+def test_hnsw_graphs_are_saved_and_reused_on_restart(
+    model_dir: Path, tmp_path: Path, data: Synthetic
+) -> None:
+    graphs = tmp_path / "graphs"
+    text = data.group_text(2, 8, seed=5)
+    answers, files = [], []
+    for _ in range(2):
+        with serving(model_dir, tmp_path / "g.db", exact_below=10, index_cache=graphs) as c:
+            r = c.post("/v1/recommendations", headers=AUTH, json={"text": text, "k": 10})
+            assert r.status_code == 200
+            answers.append(r.json())
+            similar = c.get(f"/v1/items/{data.items_of(2, cold=False)[0]}/similar", headers=AUTH)
+            assert similar.status_code == 200
+        # one graph for recommendations, one for similar items
+        files.append({p.name: p.stat().st_ino for p in graphs.glob("*.usearch")})
+    assert len(files[0]) == 2
+    assert files[1] == files[0]  # the restart loaded both files: none was written again
+    assert answers[0] == answers[1]
+
+
 # ---- PostgreSQL ---------------------------------------------------------------------------
 @pytest.mark.skipif(
     not os.environ.get("WARMSTART_TEST_POSTGRES_URL"),

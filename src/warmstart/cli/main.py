@@ -534,6 +534,13 @@ def serve(
             "--popularity-weight", min=0, help="newcomers: weight of the popularity prior"
         ),
     ] = None,
+    index_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--index-cache",
+            help="folder for built HNSW graphs, reused on restart (else the warmstart cache)",
+        ),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated).
 
@@ -568,6 +575,7 @@ def serve(
         admin_keys=tuple(admins),  # type: ignore[arg-type]
         neighbour_weight=neighbour_weight,
         popularity_weight=popularity_weight,
+        index_cache=index_cache,
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
 

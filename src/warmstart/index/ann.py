@@ -17,8 +17,12 @@ report true inner products and break ties the same way (higher score, then lower
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
+import os
 import threading
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +35,11 @@ from warmstart.index.exact import topk
 # Exact search scores at most this many (query, item) pairs at once, bounding temporary memory.
 _EXACT_CHUNK_ELEMS = 1 << 23
 _INT64_MAX = np.iinfo(np.int64).max
+# Bump when what a saved graph holds changes, so that older files are never loaded.
+_GRAPH_FORMAT = b"warmstart-hnsw-1"
+_GRAPHS_KEPT = 4  # newest saved graphs kept per folder; older ones are deleted
+
+log = logging.getLogger(__name__)
 
 
 class VectorIndex:
@@ -42,6 +51,12 @@ class VectorIndex:
     once the catalogue reaches that size; it is dropped again if the catalogue shrinks below half
     of it (the gap avoids rebuilding on every add/remove around the threshold). Every public
     method holds one re-entrant lock, so the index can be shared by a thread pool.
+
+    With `graph_dir`, every graph built from a batch is saved there under a hash of exactly
+    what it was built from (keys, vectors, settings), and a later build from the same content
+    loads it instead: a service restarting on the same model skips the build (about a minute
+    per 100,000 vectors on 2 cores). Files are written under a temporary name and renamed, a
+    file that fails to load is rebuilt, and only the newest few are kept.
     """
 
     def __init__(
@@ -53,6 +68,7 @@ class VectorIndex:
         expansion_add: int = 128,
         expansion_search: int = 256,
         threads: int = 0,
+        graph_dir: str | Path | None = None,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -71,6 +87,7 @@ class VectorIndex:
         self._expansion_add = int(expansion_add)
         self._expansion_search = int(expansion_search)
         self._threads = int(threads)
+        self._graph_dir = Path(graph_dir).expanduser() if graph_dir is not None else None
         self._lock = threading.RLock()
         # Dense store: rows [0, _n) are live; _keys[r] is the key of row r, _row its inverse.
         self._n = 0
@@ -300,16 +317,65 @@ class VectorIndex:
         )
 
     def _rebuild_hnsw(self) -> None:
-        """Build the graph from the dense store in one batch (parallel, faster than many adds)."""
+        """Build the graph from the dense store in one batch (parallel, faster than many adds),
+        or load the saved graph of the same content."""
         index = self._new_hnsw()
         data = self._data[: self._n]
+        keys = self._keys[: self._n].astype(np.uint64)
         # Headroom above the longest vector, so that most later adds fit without a rebuild.
         self._radius = 1.25 * float(np.linalg.norm(data, axis=1).max(initial=0.0)) or 1.0
+        augmented = self._augment(data)
+        path = self._graph_path(keys, augmented) if self._n and self._graph_dir else None
+        if path is not None and self._load_graph(index, path):
+            self._hnsw = index
+            return
         if self._n:
-            index.add(
-                self._keys[: self._n].astype(np.uint64), self._augment(data), threads=self._threads
-            )
+            index.add(keys, augmented, threads=self._threads)
+        if path is not None:
+            self._save_graph(index, path)
         self._hnsw = index
+
+    def _graph_path(self, keys: np.ndarray, augmented: np.ndarray) -> Path:
+        assert self._graph_dir is not None
+        h = hashlib.sha256(_GRAPH_FORMAT)
+        h.update(repr((self._dim, self._connectivity, self._expansion_add)).encode())
+        h.update(np.ascontiguousarray(keys).tobytes())
+        h.update(np.ascontiguousarray(augmented).tobytes())
+        return self._graph_dir / f"{h.hexdigest()[:32]}.usearch"
+
+    def _load_graph(self, index: Index, path: Path) -> bool:
+        """Load a saved graph into `index`; False (and a warning) if it is missing or unusable."""
+        if not path.is_file():
+            return False
+        try:
+            index.load(str(path))
+        except Exception as exc:  # a damaged file: build again rather than fail
+            log.warning("rebuilding the HNSW graph: %s could not be loaded (%s)", path, exc)
+            return False
+        if len(index) != self._n or index.ndim != self._dim + 1:
+            log.warning("rebuilding the HNSW graph: %s does not match the vectors", path)
+            index.reset()
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept by the pruning below
+        return True
+
+    def _save_graph(self, index: Index, path: Path) -> None:
+        """Write atomically (temporary file, then rename); a failure only costs the next build."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            index.save(str(tmp))
+            os.replace(tmp, path)
+        except Exception as exc:
+            log.warning("could not save the HNSW graph to %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        saved = sorted(path.parent.glob("*.usearch"), key=_mtime, reverse=True)
+        for old in saved[_GRAPHS_KEPT:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
     def _exact_search(
         self, q: np.ndarray, k: int, exclude: Sequence[Collection[int]] | None
@@ -411,6 +477,14 @@ class VectorIndex:
         order = np.lexsort((keys, -scores))[:k]
         out_keys[: order.size] = keys[order]
         out_scores[: order.size] = scores[order]
+
+
+def _mtime(path: Path) -> float:
+    """Modification time, or 0 for a file another process has just deleted."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _usearch() -> Any:

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,7 @@ class Engine:
         *,
         exact_below: int = 20_000,
         blend: Mapping[str, float] | None = None,
+        graph_dir: Path | None = None,
     ) -> None:
         if not isinstance(model, WarmStartRecommender):
             raise TypeError(
@@ -114,6 +116,7 @@ class Engine:
         self._live = np.ones(cat.n_items, dtype=bool)
         self._users: dict[str, _User] = {}
         self._exact_below = exact_below
+        self._graph_dir = graph_dir  # where HNSW graphs are saved and found again (None: nowhere)
         # The service's own cold-start blend weights, where the operator overrides the model's.
         self.default_blend = dict(blend or {})
         self._rebuild_indexes()
@@ -122,8 +125,9 @@ class Engine:
     def _rebuild_indexes(self) -> None:
         m = self.model
         keys = np.flatnonzero(self._live)
-        self.index = VectorIndex(m.item_vectors.shape[1], exact_below=self._exact_below)
-        self.similar_index = VectorIndex(m.item_cf.shape[1], exact_below=self._exact_below)
+        below, graphs = self._exact_below, self._graph_dir
+        self.index = VectorIndex(m.item_vectors.shape[1], exact_below=below, graph_dir=graphs)
+        self.similar_index = VectorIndex(m.item_cf.shape[1], exact_below=below, graph_dir=graphs)
         if keys.size:
             self.index.add(keys, m.item_vectors[keys])
             self.similar_index.add(keys, _unit(m.item_cf[keys]))

@@ -14,6 +14,7 @@ from warmstart.text import (
     ENCODER_NAMES,
     CachedEncoder,
     HashingEncoder,
+    MemoryCachedEncoder,
     MiniLMEncoder,
     MissingDependencyError,
     MultilingualEncoder,
@@ -296,3 +297,41 @@ def test_multilingual_chinese_matches_english() -> None:
     np.testing.assert_allclose(np.linalg.norm(v[:3], axis=1), 1.0, rtol=1e-5)
     assert not v[3].any()
     assert _cos(v[0], v[1]) > _cos(v[0], v[2]) + 0.1
+
+
+def test_cache_hits_do_not_list_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    cached.encode(["a", "b"])
+    listed = []
+    real = CachedEncoder._shard_paths
+    monkeypatch.setattr(CachedEncoder, "_shard_paths", lambda self: listed.append(1) or real(self))
+    cached.encode(["b", "a", ""])
+    assert listed == []
+    cached.encode(["c"])  # a miss still looks for shards other processes wrote
+    assert listed == [1]
+
+
+# ---------------------------------------------------------------- MemoryCachedEncoder
+
+
+def test_memory_cache_encodes_each_text_once_and_evicts_the_oldest(tmp_path: Path) -> None:
+    inner = CountingEncoder()
+    memo = MemoryCachedEncoder(CachedEncoder(inner, tmp_path), max_texts=2)
+    assert memo.name == inner.name and memo.dim == inner.dim
+    first = memo.encode(["a", "b", "a", ""])
+    assert inner.seen == ["a", "b"]
+    np.testing.assert_array_equal(first, inner.inner.encode(["a", "b", "a", ""]))
+    memo.encode(["a"])  # a hit: "a" is now the most recent, "b" the oldest
+    memo.encode(["c"])  # evicts "b"
+    assert len(memo) == 2
+    memo.encode(["a", "b"])
+    assert inner.seen == ["a", "b", "c", "b"]
+    assert list(tmp_path.iterdir()) == []  # nothing is written to disk
+    with memo.persisting():  # except, in this block, what the memory does not hold
+        memo.encode(["d", "a"])
+    assert inner.seen[-1] == "d" and len(list(tmp_path.rglob("shard-*.npz"))) == 1
+    later = CountingEncoder()
+    CachedEncoder(later, tmp_path).encode(["d"])
+    assert later.seen == []  # found on disk
+    with pytest.raises(ValueError, match="max_texts"):
+        MemoryCachedEncoder(inner, max_texts=0)

@@ -33,6 +33,7 @@ from warmstart.index.exact import topk
 from warmstart.models.base import Explanation, ProfileQuery
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
+from warmstart.text.cache import MemoryCachedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class Engine:
                 f"the service needs a 'warmstart' or 'warmstart-ft' model, not {model.name!r}: "
                 "other models cannot place new items or users by their text"
             )
+        # Visitors' and users' texts are cached in memory only; items also on disk (see the class).
+        self._encoder = MemoryCachedEncoder(model.encoder)
+        model.set_encoder(self._encoder)
         self.model = model
         self._lock = threading.RLock()
         cat = model.catalogue
@@ -196,7 +200,7 @@ class Engine:
     def upsert_items(self, records: Sequence[ItemRecord]) -> tuple[list[str], list[str]]:
         """Create or edit items; returns (created ids, updated ids). Recommendable on return."""
         rendered = self.check_items(records)
-        with self._lock:
+        with self._lock, self._encoder.persisting():  # item vectors survive a restart exactly
             m = self.model
             new = [
                 (r, t)

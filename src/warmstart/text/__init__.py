@@ -1,6 +1,11 @@
 """Text encoders and their on-disk embedding cache, for scoring items that have no interactions."""
 
-from warmstart.text.cache import CachedEncoder, default_cache_dir, encoder_from_name
+from warmstart.text.cache import (
+    CachedEncoder,
+    MemoryCachedEncoder,
+    default_cache_dir,
+    encoder_from_name,
+)
 from warmstart.text.encoders import (
     ENCODER_NAMES,
     HashingEncoder,
@@ -15,6 +20,7 @@ __all__ = [
     "ENCODER_NAMES",
     "CachedEncoder",
     "HashingEncoder",
+    "MemoryCachedEncoder",
     "MiniLMEncoder",
     "MissingDependencyError",
     "MultilingualEncoder",

@@ -14,9 +14,11 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import uuid
 import zipfile
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ import numpy as np
 from warmstart._io import write_npz
 from warmstart.text.encoders import TextEncoder, _check_texts, get_encoder, has_text
 
-__all__ = ["CachedEncoder", "default_cache_dir", "encoder_from_name"]
+__all__ = ["CachedEncoder", "MemoryCachedEncoder", "default_cache_dir", "encoder_from_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +151,8 @@ class CachedEncoder:
         n_text = sum(k is not None for k in keys)
         if n_text == 0:
             return out
-        self._refresh()
+        if any(k is not None and k not in self._vectors for k in keys):
+            self._refresh()  # only then: listing the folder on every call costs ~0.4 ms
 
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, checked, strict=True):
@@ -206,3 +209,95 @@ def encoder_from_name(
     """`get_encoder(name)`, wrapped in a `CachedEncoder` unless `use_cache` is False."""
     encoder = get_encoder(name)
     return CachedEncoder(encoder, cache_dir) if use_cache else encoder
+
+
+class MemoryCachedEncoder:
+    """Wraps a `TextEncoder` with a bounded in-memory cache (least recently used out).
+
+    For a long-running service: the texts it meets (visitors' queries, users' descriptions)
+    are mostly new, and the disk cache would write a file for each one and list them all on
+    every miss, getting slower as it grows. A user's stored description, met again on each of
+    their requests, is encoded once while it stays among the `max_texts` most recent.
+
+    Texts encoded inside `persisting()` (a service's catalogue items) still go through the
+    disk cache when `encoder` is a `CachedEncoder`: a restart then finds exactly the vectors
+    it had, instead of encoding them again.
+    """
+
+    def __init__(self, encoder: TextEncoder, max_texts: int = 20_000) -> None:
+        if max_texts < 1:
+            raise ValueError(f"max_texts must be >= 1, got {max_texts}")
+        self.disk = encoder if isinstance(encoder, CachedEncoder) else None
+        self.encoder: TextEncoder = (
+            encoder.encoder if isinstance(encoder, CachedEncoder) else encoder
+        )
+        self.name: str = self.encoder.name
+        self.dim: int = self.encoder.dim
+        self.max_texts = max_texts
+        self.hits = 0
+        self.misses = 0
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __repr__(self) -> str:
+        return f"MemoryCachedEncoder({self.encoder!r}, max_texts={self.max_texts})"
+
+    @contextlib.contextmanager
+    def persisting(self) -> Iterator[None]:
+        """In this block (this thread only), texts missing from memory use the disk cache."""
+        before = getattr(self._local, "persist", False)
+        self._local.persist = True
+        try:
+            yield
+        finally:
+            self._local.persist = before
+
+    def _source(self) -> TextEncoder:
+        persist = getattr(self._local, "persist", False)
+        return self.disk if persist and self.disk is not None else self.encoder
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """Vectors in input order; only distinct texts not in memory reach the encoder."""
+        checked = _check_texts(texts)
+        out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        with self._lock:
+            missing = list(
+                dict.fromkeys(t for t in checked if has_text(t) and t not in self._vectors)
+            )
+        source = self._source()
+        fresh: dict[str, np.ndarray] = {}
+        if missing:  # encoded outside the lock: other threads' hits need not wait for it
+            vectors = np.asarray(
+                source.encode(missing, batch_size=batch_size, show_progress=show_progress),
+                dtype=np.float32,
+            )
+            if vectors.shape != (len(missing), self.dim):
+                raise RuntimeError(
+                    f"encoder {self.name!r} returned shape {vectors.shape}, "
+                    f"expected {(len(missing), self.dim)}"
+                )
+            fresh = dict(zip(missing, vectors.copy(), strict=True))
+        with self._lock:
+            self.misses += len(missing)
+            for row, text in enumerate(checked):
+                if not has_text(text):
+                    continue
+                vec = fresh.get(text)
+                if vec is None:
+                    vec = self._vectors.get(text)
+                    if vec is None:  # evicted by another thread meanwhile: encode it again
+                        vec = np.asarray(source.encode([text]), dtype=np.float32)[0]
+                    else:
+                        self.hits += 1
+                self._vectors[text] = vec
+                self._vectors.move_to_end(text)
+                out[row] = vec
+            while len(self._vectors) > self.max_texts:
+                self._vectors.popitem(last=False)
+        return out

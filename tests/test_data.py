@@ -494,3 +494,19 @@ def test_errors_on_plain_frames_name_the_row() -> None:
         from_frames(inter.iloc[:0])
     with pytest.raises(DataError, match="no items table"):
         from_frames(inter, item_text="{title}")
+
+
+@pytest.mark.parametrize("ids", [[10, 20, 30], ["a", "b", "c"]])
+def test_extended_id_map_answers_like_one_built_whole(ids: list[Any]) -> None:
+    grown = IdMap(ids).extend([ids[1], type(ids[0])(ids[0] * 4), ids[2]])  # one new id
+    grown = grown.extend([type(ids[0])(ids[0] * 5), type(ids[0])(ids[0] * 5)])  # a repeat
+    whole = IdMap([*ids, ids[0] * 4, ids[0] * 5])
+    assert grown == whole and len(grown) == 5
+    probe = [ids[0] * 5, ids[1], "nope", ids[0] * 4]
+    np.testing.assert_array_equal(grown.lookup(probe), whole.lookup(probe))
+    np.testing.assert_array_equal(grown.lookup(probe), [4, 1, -1, 3])
+    assert grown.external.dtype == whole.external.dtype
+    np.testing.assert_array_equal(grown.to_external([4, 0, 3]), whole.to_external([4, 0, 3]))
+    assert grown.to_list() == whole.to_list()
+    if isinstance(ids[0], int):
+        assert grown.lookup(["40"])[0] == 3  # digits typed as text still find integer ids

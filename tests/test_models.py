@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pydantic
 import pytest
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from synthetic import GROUPS, Synthetic, make_synthetic
@@ -29,7 +30,9 @@ from warmstart.models import (
     Recommendations,
     Recommender,
     WarmStartRecommender,
+    cf,
 )
+from warmstart.models.cf import fold_in
 
 # implicit's own kNN converts to COO internally and then warns about it
 pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")
@@ -533,8 +536,11 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     assert isinstance(m, WarmStartRecommender)
     assert m.neighbour_weight_ in m.config.neighbour_grid
     assert m.popularity_weight_ in m.config.popularity_grid
+    before = m.neighbour_sim.copy()
     m.add_items(["new-space"], texts=[data.group_text(0, seed=7)])
     assert m.neighbour_sim.shape == (m.catalogue.n_items, m.catalogue.n_items)
+    n = before.shape[0]  # old entries kept, and the new item has no neighbours yet
+    assert (m.neighbour_sim[:n, :n] != before).nnz == 0 and m.neighbour_sim[n:].nnz == 0
     visitor = Profile(item_ids=data.items_of(1, cold=False)[:3])
     recs = m.recommend_for_profiles([visitor], k=5)
     assert data.group_share(recs.item_ids[0], 1) >= QUALITY
@@ -630,3 +636,22 @@ def test_unfitted_model_raises() -> None:
 
     with pytest.raises(NotFittedError):
         MODELS["popularity"]().recommend([1000], k=3)
+
+
+def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(300, 8)).astype(np.float32)
+    rows = sp.csr_matrix(
+        (np.full(4, 3.0, np.float32), ([0, 0, 1, 1], [3, 7, 10, 200])), shape=(3, 300)
+    )
+    fresh = fold_in(y, rows, 0.1)
+    np.testing.assert_allclose(fold_in(y, rows, 0.1, reuse=True), fresh, rtol=1e-6)
+    np.testing.assert_allclose(fold_in(y, rows, 0.1, reuse=True), fresh, rtol=1e-6)
+    kept = [solver for array, solver in cf._SOLVERS.values() if array is y]
+    assert len(kept) == 1 and kept[0].YtY is not None  # found again, not rebuilt
+    assert not fresh[2].any()  # a row without items folds in to zero
+    replaced = y * 2.0  # a model replaces its arrays: the new one gets its own YᵀY
+    np.testing.assert_allclose(
+        fold_in(replaced, rows, 0.1, reuse=True), fold_in(replaced, rows, 0.1), rtol=1e-6
+    )
+    assert not np.allclose(fold_in(replaced, rows, 0.1, reuse=True), fresh)

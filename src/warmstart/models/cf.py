@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -76,31 +78,61 @@ def fit_factors(matrix: sp.csr_matrix, cfg: CFConfig) -> tuple[np.ndarray, np.nd
     return users, items
 
 
-def fold_in(item_factors: np.ndarray, rows: sp.csr_matrix, regularization: float) -> np.ndarray:
+def fold_in(
+    item_factors: np.ndarray, rows: sp.csr_matrix, regularization: float, *, reuse: bool = False
+) -> np.ndarray:
     """ALS user factors for users given as rows of confidences, holding item factors fixed.
 
     Solves (YᵀY + Yᵤᵀ(Cᵤ − I)Yᵤ + λI) x = YᵤᵀCᵤ1 per row, the same update ALS makes, so a folded-in
     user is scored exactly like a trained one. Works for any item factors (blended ones, or text
     embeddings used as factors). implicit's own solver does the work.
-    """
-    from implicit.cpu.als import AlternatingLeastSquares
 
-    y = np.ascontiguousarray(item_factors, dtype=np.float32)
-    rows = rows.tocsr().astype(np.float32)
-    out = np.zeros((rows.shape[0], y.shape[1]), dtype=np.float32)
+    `reuse=True` keeps the solver, with its YᵀY, for this exact array object, for the next
+    call: a model's factors that are replaced, never edited in place, qualify. At 100,000 items
+    YᵀY costs far more than one visitor's solve (a 320-d Gram matrix: about 10^10 operations).
+    """
+    out = np.zeros((rows.shape[0], item_factors.shape[1]), dtype=np.float32)
     # A row without items solves (YᵀY + λI) x = 0: x = 0, no solve needed (text-only visitors).
+    rows = rows.tocsr().astype(np.float32)
     named = np.flatnonzero(np.diff(rows.indptr) > 0)
     if named.size == 0:
         return out
     with _blas_controller().limit(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        solver = AlternatingLeastSquares(
-            factors=y.shape[1], regularization=regularization, alpha=1.0, num_threads=0
-        )
-        solver.item_factors = y
+        solver = _solver(item_factors, regularization, reuse)
         solved = solver.recalculate_user(np.arange(named.size), rows[named])
-    out[named] = np.asarray(solved, dtype=np.float32).reshape(named.size, y.shape[1])
+    out[named] = np.asarray(solved, dtype=np.float32).reshape(named.size, item_factors.shape[1])
     return out
+
+
+_SOLVERS: OrderedDict[tuple[int, float], tuple[np.ndarray, Any]] = OrderedDict()
+_SOLVERS_KEPT = 4  # a served model's two factor arrays, and another model's during a reload
+_SOLVERS_LOCK = threading.Lock()
+
+
+def _solver(item_factors: np.ndarray, regularization: float, reuse: bool) -> Any:
+    """implicit's ALS holding `item_factors`, with YᵀY computed (kept for `reuse`)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    key = (id(item_factors), float(regularization))
+    if reuse:
+        with _SOLVERS_LOCK:
+            hit = _SOLVERS.get(key)
+            if hit is not None and hit[0] is item_factors:  # the id of a live object is unique
+                _SOLVERS.move_to_end(key)
+                return hit[1]
+    y = np.ascontiguousarray(item_factors, dtype=np.float32)
+    solver = AlternatingLeastSquares(
+        factors=y.shape[1], regularization=regularization, alpha=1.0, num_threads=0
+    )
+    solver.item_factors = y
+    _ = solver.YtY  # computed once here, cached on the solver
+    if reuse:
+        with _SOLVERS_LOCK:
+            _SOLVERS[key] = (item_factors, solver)
+            while len(_SOLVERS) > _SOLVERS_KEPT:
+                _SOLVERS.popitem(last=False)
+    return solver
 
 
 @functools.lru_cache(maxsize=1)

@@ -321,8 +321,8 @@ def test_damaged_graph_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCapture
 
 def test_only_the_newest_graphs_are_kept(tmp_path: Path) -> None:
     data = clustered(300, seed=6)
-    for j in range(6):
+    for j in range(8):
         VectorIndex(DIM, exact_below=100, graph_dir=tmp_path).add(
             np.arange(300, dtype=np.int64), data + 0.01 * j
         )
-    assert len(list(tmp_path.glob("*.usearch"))) == 4
+    assert len(list(tmp_path.glob("*.usearch"))) == 6

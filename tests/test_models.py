@@ -32,6 +32,7 @@ from warmstart.models import (
     WarmStartRecommender,
     cf,
 )
+from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
 
 # implicit's own kNN converts to COO internally and then warns about it
@@ -655,3 +656,31 @@ def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
         fold_in(replaced, rows, 0.1, reuse=True), fold_in(replaced, rows, 0.1), rtol=1e-6
     )
     assert not np.allclose(fold_in(replaced, rows, 0.1, reuse=True), fresh)
+
+
+def test_profile_scores_on_candidates_match_the_full_scores(
+    data: Synthetic, tmp_path: Path
+) -> None:
+    """Candidate scoring, standardised against every item as reference, is the full scoring."""
+    m = TestWarmStart.make(tmp_path).fit(data.dataset)
+    assert isinstance(m, WarmStartRecommender)
+    named = m.catalogue.item_ids.to_internal(data.items_of(1, cold=False)[:3])
+    queries = [
+        ProfileQuery(text=data.group_text(0), attribute_text=None, items=np.empty(0, np.int64)),
+        ProfileQuery(text=None, attribute_text=None, items=named),
+        ProfileQuery(text=data.group_text(2), attribute_text=None, items=named[:1]),
+    ]
+    parts = m.profile_parts(queries)
+    full = m.score_profile_parts(parts)
+    np.testing.assert_array_equal(full, m.score_profiles(queries))
+    everything = np.arange(m.catalogue.n_items)
+    cand = np.array([40, 3, 17, 0, 68])
+    np.testing.assert_allclose(
+        m.score_profile_parts(parts, cand, everything), full[:, cand], rtol=1e-4, atol=1e-4
+    )
+    # A smaller reference only estimates the spreads: close, not equal.
+    sample = everything[::2]
+    approx = m.score_profile_parts(parts, cand, sample)
+    assert np.corrcoef(approx.ravel(), full[:, cand].ravel())[0, 1] > 0.95
+    with pytest.raises(ValueError, match="reference"):
+        m.score_profile_parts(parts, cand, np.empty(0, np.int64))

@@ -440,11 +440,52 @@ def test_hnsw_graphs_are_saved_and_reused_on_restart(
             answers.append(r.json())
             similar = c.get(f"/v1/items/{data.items_of(2, cold=False)[0]}/similar", headers=AUTH)
             assert similar.status_code == 200
-        # one graph for recommendations, one for similar items
+        # one graph each for recommendations, similar items and newcomers' text
         files.append({p.name: p.stat().st_ino for p in graphs.glob("*.usearch")})
-    assert len(files[0]) == 2
+    assert len(files[0]) == 3
     assert files[1] == files[0]  # the restart loaded both files: none was written again
     assert answers[0] == answers[1]
+
+
+def test_newcomers_above_exact_below_are_scored_on_candidates(
+    model_dir: Path, data: Synthetic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HNSW engines score newcomers on candidates; with every item a candidate and in the
+    reference sample that is the exact answer, and with a few it stays close."""
+    from warmstart.serve import engine as engine_module
+    from warmstart.serve.engine import Engine
+    from warmstart.serve.store import EventRecord, UserRecord
+
+    def engines() -> tuple[Engine, Engine]:
+        pair = []
+        for below in (10_000, 10):
+            e = Engine(Recommender.load(model_dir), exact_below=below)
+            e.upsert_users([UserRecord(user_id="t", text=data.group_text(0), attributes={})])
+            clicks = data.items_of(1, cold=False)[:3]
+            e.add_events([EventRecord(user_id="f", item_id=i, type="click") for i in clicks])
+            pair.append(e)
+        assert pair[0].index.is_exact and not pair[1].index.is_exact
+        return pair[0], pair[1]
+
+    def answers(e: Engine, k: int) -> list[Any]:
+        return [
+            e.recommend_user("t", k=k, explain=False),
+            e.recommend_user("f", k=k, explain=False),
+            e.recommend_profile(data.group_text(2, seed=3), None, [], k=k, explain=False),
+        ]
+
+    exact, approx = engines()
+    for a, b in zip(answers(exact, 10), answers(approx, 10), strict=True):
+        assert a.route == b.route and a.item_ids == b.item_ids
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-4)
+
+    monkeypatch.setattr(engine_module, "CANDIDATES", 8)
+    monkeypatch.setattr(engine_module, "REFERENCE_ITEMS", 30)
+    exact, approx = engines()
+    for a, b in zip(answers(exact, 5), answers(approx, 5), strict=True):
+        assert len(set(a.item_ids) & set(b.item_ids)) >= 4
+    clicked = set(data.items_of(1, cold=False)[:3])
+    assert not clicked & set(approx.recommend_user("f", k=5).item_ids)  # seen stays excluded
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ _EXACT_CHUNK_ELEMS = 1 << 23
 _INT64_MAX = np.iinfo(np.int64).max
 # Bump when what a saved graph holds changes, so that older files are never loaded.
 _GRAPH_FORMAT = b"warmstart-hnsw-1"
-_GRAPHS_KEPT = 4  # newest saved graphs kept per folder; older ones are deleted
+_GRAPHS_KEPT = 6  # newest saved graphs kept per folder (3 per served model); older ones deleted
 
 log = logging.getLogger(__name__)
 

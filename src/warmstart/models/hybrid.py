@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -517,30 +518,38 @@ class WarmStartRecommender(TextAware, Recommender):
         weights: tuple[float, float] | None = None,
         popularity: np.ndarray | None = None,
         described: np.ndarray | None = None,
+        columns: _Columns | None = None,
     ) -> np.ndarray:
         """z(score) + a z(named items' neighbours) + b (1 - w(n)) z(popularity), per user.
 
         Users who `described` their taste in free text get no popularity prior: what they asked
-        for outweighs what most people like.
+        for outweighs what most people like. With `columns`, `scores` holds only those items
+        (see `_Columns`); the neighbour and popularity terms are still standardised exactly.
         """
         a, b = (self.neighbour_weight_, self.popularity_weight_) if weights is None else weights
         if a == 0 and b == 0:
             return scores
         n = np.diff(rows.indptr).astype(np.float32)
-        out = _standardise(scores)
+        out = _standardise(scores) if columns is None else columns.standardise(scores)
         named = np.flatnonzero(n > 0)
         if a and named.size:
-            near = np.asarray((_binary(rows[named]) @ self.neighbour_sim).todense())
-            out[named] += a * _standardise(near.astype(np.float32))
+            near = (_binary(rows[named]) @ self.neighbour_sim).tocsr().astype(np.float32)
+            out[named] += a * _standardise_sparse(near, None if columns is None else columns.cols)
         if b:
             pop = self._pop() if popularity is None else popularity
             fade = 1.0 - _weight(n, self.lambda_users_)
             if described is not None:
                 fade[described] = 0.0
-            out += b * fade[:, None] * _standardise(pop[None, :].astype(np.float32))
+            z_pop = _standardise(pop[None, :].astype(np.float32))
+            out += b * fade[:, None] * (z_pop if columns is None else z_pop[:, columns.cols])
         return out
 
     def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
+        return self.score_profile_parts(self.profile_parts(queries))
+
+    def profile_parts(self, queries: Sequence[ProfileQuery]) -> ProfileParts:
+        """What scoring visitors needs besides the items: their scoring vectors (ANN queries for
+        the first term), free-text embeddings, and named-item rows."""
         assert self.user_map is not None
         rows = profile_rows(queries, self.catalogue.n_items)
         cfg = self.config
@@ -550,6 +559,7 @@ class WarmStartRecommender(TextAware, Recommender):
         own = [q.user_text for q in queries] if self.uses_user_text_ else [None] * len(queries)
         features = self._user_features(self.encode(own), rows)
         free = [j for j, q in enumerate(queries) if q.text]
+        emb = np.zeros((0, self.item_embeddings.shape[1]), dtype=np.float32)
         if free:
             # Free text describes what the visitor likes, as item text does: it joins the history
             # slot as one more (pseudo-)item, the case the user map saw in its 1-item training rows.
@@ -562,11 +572,44 @@ class WarmStartRecommender(TextAware, Recommender):
         p_text = self.user_map.predict(features)
         w = _weight(n, self.lambda_users_)[:, None]
         users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._served_text_profiles(rows))
-        scores = users @ self.item_vectors.T
-        if free:
-            scores[free] = self._with_text_match(scores[free], emb)
         described = np.array([bool(q.text) for q in queries], dtype=bool)
-        return np.asarray(self._cold_blend(scores, rows, described=described), dtype=np.float32)
+        return ProfileParts(
+            rows=rows,
+            users=users,
+            free=np.asarray(free, dtype=np.int64),
+            text=emb,
+            described=described,
+        )
+
+    def score_profile_parts(
+        self,
+        parts: ProfileParts,
+        candidates: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Visitors' scores for every item, or only for `candidates` (internal ids).
+
+        With candidates, each dense term is standardised by its mean and spread over the
+        `reference` items (a fixed sample of the catalogue) instead of over every item, so a
+        service scores a few hundred ANN candidates, not 100,000 items, and the scores are those
+        of the full computation up to that estimate. Terms that are cheap to take over every
+        item (named items' neighbours, popularity) stay exact.
+        """
+        columns = None
+        if candidates is not None:
+            if reference is None or len(reference) == 0:
+                raise ValueError("scoring candidates needs reference items to standardise by")
+            columns = _Columns(np.concatenate([reference, candidates]), len(reference))
+        vectors = self.item_vectors if columns is None else self.item_vectors[columns.cols]
+        scores = parts.users @ vectors.T
+        if parts.free.size:
+            texts = self.item_embeddings if columns is None else self.item_embeddings[columns.cols]
+            z = _standardise if columns is None else columns.standardise
+            weight = self.config.text_weight
+            scores[parts.free] = z(scores[parts.free]) + weight * z(parts.text @ texts.T)
+        out = self._cold_blend(scores, parts.rows, described=parts.described, columns=columns)
+        out = np.asarray(out, dtype=np.float32)
+        return out if columns is None else out[:, columns.n_reference :]
 
     def _score_texts(self, texts: Sequence[str]) -> np.ndarray:
         assert self.item_map is not None
@@ -727,3 +770,42 @@ def _per_user_scaled(users: np.ndarray, cov: np.ndarray) -> np.ndarray:
     u = np.asarray(users, dtype=np.float32)
     sd = np.sqrt(np.maximum(np.sum((u @ cov) * u, axis=1), 0.0))
     return np.asarray(u / np.where(sd > 1e-12, sd, 1.0)[:, None], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ProfileParts:
+    """Visitors resolved for scoring: named-item rows, scoring vectors [P'/sd, beta*T/sd], and
+    the embeddings of the free texts of rows `free`; `described` rows get no popularity prior."""
+
+    rows: sp.csr_matrix
+    users: np.ndarray
+    free: np.ndarray
+    text: np.ndarray
+    described: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Scores computed for `cols` only, whose first `n_reference` entries are reference items:
+    the per-row mean and spread of a dense term are taken over those."""
+
+    cols: np.ndarray
+    n_reference: int
+
+    def standardise(self, scores: np.ndarray) -> np.ndarray:
+        ref = scores[:, : self.n_reference]
+        mean = ref.mean(axis=1, keepdims=True)
+        std = ref.std(axis=1, keepdims=True) + 1e-9
+        return np.asarray((scores - mean) / std, dtype=np.float32)
+
+
+def _standardise_sparse(rows: sp.csr_matrix, cols: np.ndarray | None) -> np.ndarray:
+    """`_standardise` of sparse rows over all their columns (zeros included), exactly, without
+    densifying them; then only `cols` (all columns when None)."""
+    n = rows.shape[1]
+    sums = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+    squares = np.asarray(rows.multiply(rows).sum(axis=1), dtype=np.float64).ravel()
+    mean = sums / n
+    std = np.sqrt(np.maximum(squares / n - mean**2, 0.0)) + 1e-9
+    dense = np.asarray((rows if cols is None else rows[:, cols]).todense(), dtype=np.float64)
+    return np.asarray((dense - mean[:, None]) / std[:, None], dtype=np.float32)

@@ -486,6 +486,9 @@ def test_newcomers_above_exact_below_are_scored_on_candidates(
         assert len(set(a.item_ids) & set(b.item_ids)) >= 4
     clicked = set(data.items_of(1, cold=False)[:3])
     assert not clicked & set(approx.recommend_user("f", k=5).item_ids)  # seen stays excluded
+    everything = [str(i) for i in data.items["item_id"]]
+    approx.add_events([EventRecord(user_id="all", item_id=i, type="click") for i in everything])
+    assert approx.recommend_user("all", k=5).item_ids == []  # nothing left to recommend
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------

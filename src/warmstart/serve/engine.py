@@ -438,6 +438,8 @@ class Engine:
         cand = cand[self._live[cand]]
         if seen:
             cand = cand[~np.isin(cand, query.items)]
+        if cand.size == 0:  # everything they could get, they have already seen
+            return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
         scores = m.score_profile_parts(parts, cand, self._reference)
         order, top = topk(scores, k, copy=False)
         keys = np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1)

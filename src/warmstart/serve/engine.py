@@ -431,8 +431,7 @@ class Engine:
         if query.items.size and m.neighbour_weight_:
             pools.append((parts.rows @ m.neighbour_sim).tocsr().indices)
         if m.popularity_weight_ and not parts.described[0]:
-            live_pop = np.where(self._live, m._pop(), -np.inf)[None, :]
-            pools.append(topk(live_pop, fetch)[0][0])
+            pools.append(self._top_popular(fetch)[0])
         cand = np.unique(np.concatenate(pools).astype(np.int64))
         cand = cand[cand >= 0]
         cand = cand[self._live[cand]]
@@ -445,10 +444,14 @@ class Engine:
         keys = np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1)
         return keys, top[0]
 
+    def _top_popular(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most popular live items and their popularity."""
+        keys, top = topk(np.where(self._live, self.model._pop(), -np.inf)[None, :], k)
+        return keys[0], top[0]
+
     def _popular(self, k: int, explain: bool) -> Ranked:
-        pop = np.where(self._live, self.model._pop(), -np.inf)[None, :]
-        keys, top = topk(pop, k)
-        return self._ranked("popular", keys[0], top[0], np.empty(0, np.int64), None, None, explain)
+        keys, top = self._top_popular(k)
+        return self._ranked("popular", keys, top, np.empty(0, np.int64), None, None, explain)
 
     def _ranked(
         self,

@@ -266,38 +266,31 @@ class MemoryCachedEncoder:
         """Vectors in input order; only distinct texts not in memory reach the encoder."""
         checked = _check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        # One call at a time: the service's engine already runs one request at a time, and
+        # encoding outside the lock was measured to gain nothing (the cores are the limit).
         with self._lock:
             missing = list(
                 dict.fromkeys(t for t in checked if has_text(t) and t not in self._vectors)
             )
-        source = self._source()
-        fresh: dict[str, np.ndarray] = {}
-        if missing:  # encoded outside the lock: other threads' hits need not wait for it
-            vectors = np.asarray(
-                source.encode(missing, batch_size=batch_size, show_progress=show_progress),
-                dtype=np.float32,
-            )
-            if vectors.shape != (len(missing), self.dim):
-                raise RuntimeError(
-                    f"encoder {self.name!r} returned shape {vectors.shape}, "
-                    f"expected {(len(missing), self.dim)}"
+            if missing:
+                vectors = np.asarray(
+                    self._source().encode(
+                        missing, batch_size=batch_size, show_progress=show_progress
+                    ),
+                    dtype=np.float32,
                 )
-            fresh = dict(zip(missing, vectors.copy(), strict=True))
-        with self._lock:
+                if vectors.shape != (len(missing), self.dim):
+                    raise RuntimeError(
+                        f"encoder {self.name!r} returned shape {vectors.shape}, "
+                        f"expected {(len(missing), self.dim)}"
+                    )
+                self._vectors.update(zip(missing, vectors.copy(), strict=True))
             self.misses += len(missing)
+            self.hits += sum(has_text(t) for t in checked) - len(missing)
             for row, text in enumerate(checked):
-                if not has_text(text):
-                    continue
-                vec = fresh.get(text)
-                if vec is None:
-                    vec = self._vectors.get(text)
-                    if vec is None:  # evicted by another thread meanwhile: encode it again
-                        vec = np.asarray(source.encode([text]), dtype=np.float32)[0]
-                    else:
-                        self.hits += 1
-                self._vectors[text] = vec
-                self._vectors.move_to_end(text)
-                out[row] = vec
+                if has_text(text):
+                    out[row] = self._vectors[text]
+                    self._vectors.move_to_end(text)
             while len(self._vectors) > self.max_texts:
                 self._vectors.popitem(last=False)
         return out

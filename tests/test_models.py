@@ -370,6 +370,27 @@ class ModelContract:
         assert {n[0] for n in e.neighbours} <= set(named)
         assert e.summary()
 
+    def test_explain_many_is_explain_per_item(self, model: Recommender, data: Synthetic) -> None:
+        cat = model.catalogue
+        u = data.warm_users[0]
+        history = cat.seen[int(cat.user_ids.to_internal([u])[0])].indices
+        items = np.arange(min(6, cat.n_items))
+        scores = np.linspace(1.0, 0.5, items.size)
+        many = model.explain_many(items, history, scores, None, "a free text", 2)
+        one = [
+            model._explain(int(i), history, float(s), None, "a free text", 2)
+            for i, s in zip(items, scores, strict=True)
+        ]
+        assert len(many) == len(one)
+        for a, b in zip(many, one, strict=True):  # a block product may round differently
+            assert (a.item_id, a.score, a.notes) == (b.item_id, b.score, b.notes)
+            assert [n[:2] for n in a.neighbours] == [n[:2] for n in b.neighbours]
+            assert [n[2] for n in a.neighbours] == pytest.approx(
+                [n[2] for n in b.neighbours], abs=1e-5
+            )
+            assert (a.text_similarity is None) == (b.text_similarity is None)
+        assert any(e.neighbours for e in many) or not self.learns
+
     # ---- persistence ---------------------------------------------------------------------
     def test_save_load_round_trip(
         self, model: Recommender, data: Synthetic, tmp_path: Path

@@ -325,28 +325,55 @@ class Recommender(ABC):
         free_text: str | None,
         n_neighbours: int,
     ) -> Explanation:
+        items = np.array([item], dtype=np.int64)
+        return self.explain_many(items, history, [score], user_text, free_text, n_neighbours)[0]
+
+    def explain_many(
+        self,
+        items: np.ndarray,
+        history: np.ndarray,
+        scores: Sequence[float] | np.ndarray,
+        user_text: str | None = None,
+        free_text: str | None = None,
+        n_neighbours: int = 3,
+    ) -> list[Explanation]:
+        """Explanations of a list of recommended items (internal ids) for one user or visitor.
+
+        The items are compared with the history in one block, not one item at a time: a served
+        list of 10 explained items otherwise re-reads the whole history 10 times.
+        """
         cat = self.catalogue
-        neighbours: tuple[tuple[Any, str, float], ...] = ()
-        if history.size:
-            sims = self._item_similarity(item, history)
-            order = np.argsort(-sims, kind="stable")[:n_neighbours]
-            neighbours = tuple(
-                (
-                    _plain(cat.item_ids.to_external([history[j]])[0]),
-                    cat.titles[history[j]],
-                    float(sims[j]),
+        items = np.asarray(items, dtype=np.int64)
+        sims = self._items_similarity(items, history) if history.size else None
+        text = free_text or user_text
+        out: list[Explanation] = []
+        for row, (item_id, item, score) in enumerate(
+            zip(cat.item_ids.to_external(items), items.tolist(), scores, strict=True)
+        ):
+            neighbours: tuple[tuple[Any, str, float], ...] = ()
+            if sims is not None:
+                order = np.argsort(-sims[row], kind="stable")[:n_neighbours]
+                order = order[sims[row, order] > 0]
+                neighbours = tuple(
+                    (_plain(other), cat.titles[history[j]], float(sims[row, j]))
+                    for other, j in zip(
+                        cat.item_ids.to_external(history[order]), order, strict=True
+                    )
                 )
-                for j in order
-                if sims[j] > 0
+            out.append(
+                Explanation(
+                    item_id=_plain(item_id),
+                    score=float(score),
+                    neighbours=neighbours,
+                    text_similarity=self._text_similarity(text, item),
+                    notes=tuple(self._explain_notes(item, history)),
+                )
             )
-        notes = tuple(self._explain_notes(item, history))
-        return Explanation(
-            item_id=_plain(cat.item_ids.to_external([item])[0]),
-            score=score,
-            neighbours=neighbours,
-            text_similarity=self._text_similarity(free_text or user_text, item),
-            notes=notes,
-        )
+        return out
+
+    def _items_similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """(len(items), len(others)) similarities for explanations. Default: row by row."""
+        return np.stack([self._item_similarity(int(i), others) for i in items])
 
     def _text_similarity(self, text: str | None, item: int) -> float | None:
         return None

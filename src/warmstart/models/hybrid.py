@@ -623,6 +623,9 @@ class WarmStartRecommender(TextAware, Recommender):
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         return _cosine(self.item_cf[[item]], self.item_cf[others])[0]
 
+    def _items_similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
+        return _cosine(self.item_cf[items], self.item_cf[others])
+
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         n = int(self.catalogue.item_counts()[item])
         if n == 0:

@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warmstart import __version__
 from warmstart.errors import ModelFormatError, UnknownIdError
@@ -231,7 +234,7 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
         lifespan=lifespan,
     )
     app.state.service = service
-    _install_middleware(app, service)
+    app.add_middleware(_Measure, service=service)
     _install_errors(app)
     _install_routes(app, service)
     install_web(app)
@@ -245,30 +248,45 @@ def _reload_logged(service: Service) -> None:
         log.exception("reload on SIGHUP failed; still serving the previous model")
 
 
-def _route_of(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+class _Measure:
+    """Counts and times every request per route, and refuses bodies over the size limit (413).
 
+    A plain ASGI middleware: Starlette's `@app.middleware("http")` runs each request through
+    extra tasks and memory streams, which cost about as much CPU as a warm recommendation.
+    """
 
-def _install_middleware(app: FastAPI, service: Service) -> None:
-    metrics, limit = service.metrics, service.settings.max_body_bytes
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app, self.metrics = app, service.metrics
+        self.limit = service.settings.max_body_bytes
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = JSONResponse(
-                {"detail": f"request body over {limit} bytes"}, status_code=413
-            )
-        else:
-            response = await call_next(request)
-        route = _route_of(request)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route, request.method).observe(time.perf_counter() - start)
-        return response
+        status = 500  # what the client gets if the app raises before it answers
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        length = Headers(scope=scope).get("content-length")
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                refusal = JSONResponse(
+                    {"detail": f"request body over {self.limit} bytes"}, status_code=413
+                )
+                await refusal(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            # The router puts the matched route into the scope (this same dict) on its way in.
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            method = str(scope["method"])
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -330,7 +348,7 @@ def _check_batch(n: int, limit: int, field: str) -> None:
 def _install_routes(app: FastAPI, service: Service) -> None:
     bearer = HTTPBearer(auto_error=False)
 
-    def require_key(
+    async def require_key(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
         if credentials is None or not service.authorised(credentials.credentials):
@@ -338,7 +356,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
                 401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    def require_admin(
+    async def require_admin(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
         token = credentials.credentials if credentials is not None else ""
@@ -363,7 +381,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorOut}}
 
     @app.get("/healthz", response_model=s.Health)
-    def healthz() -> s.Health:
+    async def healthz() -> s.Health:  # no blocking work: answered on the event loop
         engine = service.engine
         return s.Health(status="ok", items=engine.n_items, model=engine.model.name)
 
@@ -454,12 +472,19 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         "/v1/users/{user_id}/recommendations",
         response_model=s.RecommendationsOut,
     )
-    def recommend_user(
+    async def recommend_user(
         user_id: str, k: K = 10, exclude_seen: bool = True, explain: bool = True
     ) -> s.RecommendationsOut:
+        # The read routes are async and send only the engine's work to a thread: a sync route
+        # would also validate its response in a second thread hop.
         engine, blend, tag = service.route(user_id)
-        ranked = engine.recommend_user(
-            user_id, k=k, exclude_seen=exclude_seen, explain=explain, blend=blend
+        ranked = await run_in_threadpool(
+            engine.recommend_user,
+            user_id,
+            k=k,
+            exclude_seen=exclude_seen,
+            explain=explain,
+            blend=blend,
         )
         if tag is not None:
             service.experiments.record(tag.experiment_id, tag.arm, user_id, len(ranked.item_ids))
@@ -472,8 +497,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.RecommendationsOut,
         responses=not_found,
     )
-    def recommend_profile(body: s.ProfileIn) -> s.RecommendationsOut:
-        ranked = service.engine.recommend_profile(
+    async def recommend_profile(body: s.ProfileIn) -> s.RecommendationsOut:
+        ranked = await run_in_threadpool(
+            service.engine.recommend_profile,
             body.text,
             body.attributes,
             body.item_ids,
@@ -488,8 +514,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.SimilarOut,
         responses=not_found,
     )
-    def similar(item_id: str, k: K = 10) -> s.SimilarOut:
-        ranked = service.engine.similar_items(item_id, k=k)
+    async def similar(item_id: str, k: K = 10) -> s.SimilarOut:
+        ranked = await run_in_threadpool(service.engine.similar_items, item_id, k=k)
         return s.SimilarOut(
             item_id=item_id,
             items=[

@@ -469,10 +469,7 @@ class Engine:
         item_ids = [x.item() if isinstance(x, np.generic) else x for x in external]
         explanations = None
         if explain:
-            explanations = [
-                self.model._explain(int(i), history, float(s), user_text, free_text, 3)
-                for i, s in zip(keys, scores, strict=True)
-            ]
+            explanations = self.model.explain_many(keys, history, scores, user_text, free_text)
         return Ranked(route, item_ids, [float(s) for s in scores], explanations)
 
 

@@ -2,7 +2,7 @@
 
 Above `exact_below` items, `warmstart serve` scores a newcomer (text-only, few-shot, anonymous)
 only on candidates (ANN neighbours of their scoring vector and text, their items' neighbours,
-popular items), standardised against a sample of the catalogue. This loads a saved model,
+popular items), standardised exactly by the item moments. This loads a saved model,
 builds the service's engine, and compares its top-k with the model's full scoring for the same
 visitors: recall@k of the exact top-k, and the time of each path.
 

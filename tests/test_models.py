@@ -34,6 +34,7 @@ from warmstart.models import (
 )
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
+from warmstart.models.moments import ItemMoments
 
 # implicit's own kNN converts to COO internally and then warns about it
 pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")
@@ -682,7 +683,8 @@ def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
 def test_profile_scores_on_candidates_match_the_full_scores(
     data: Synthetic, tmp_path: Path
 ) -> None:
-    """Candidate scoring, standardised against every item as reference, is the full scoring."""
+    """Candidate scoring, standardised by the item moments, is the full scoring, also after
+    items are added and edited."""
     m = TestWarmStart.make(tmp_path).fit(data.dataset)
     assert isinstance(m, WarmStartRecommender)
     named = m.catalogue.item_ids.to_internal(data.items_of(1, cold=False)[:3])
@@ -691,17 +693,39 @@ def test_profile_scores_on_candidates_match_the_full_scores(
         ProfileQuery(text=None, attribute_text=None, items=named),
         ProfileQuery(text=data.group_text(2), attribute_text=None, items=named[:1]),
     ]
-    parts = m.profile_parts(queries)
-    full = m.score_profile_parts(parts)
-    np.testing.assert_array_equal(full, m.score_profiles(queries))
-    everything = np.arange(m.catalogue.n_items)
-    cand = np.array([40, 3, 17, 0, 68])
-    np.testing.assert_allclose(
-        m.score_profile_parts(parts, cand, everything), full[:, cand], rtol=1e-4, atol=1e-4
-    )
-    # A smaller reference only estimates the spreads: close, not equal.
-    sample = everything[::2]
-    approx = m.score_profile_parts(parts, cand, sample)
-    assert np.corrcoef(approx.ravel(), full[:, cand].ravel())[0, 1] > 0.95
-    with pytest.raises(ValueError, match="reference"):
-        m.score_profile_parts(parts, cand, np.empty(0, np.int64))
+
+    def check() -> None:
+        parts = m.profile_parts(queries)
+        full = m.score_profile_parts(parts)
+        np.testing.assert_array_equal(full, m.score_profiles(queries))
+        cand = np.array([40, 3, 17, 0, 68, m.catalogue.n_items - 1])
+        np.testing.assert_allclose(
+            m.score_profile_parts(parts, cand), full[:, cand], rtol=1e-4, atol=1e-4
+        )
+
+    check()
+    kept = m.item_moments()
+    m.add_items(["new-a", "new-b"], [data.group_text(0, seed=9), data.group_text(1, seed=9)])
+    m.update_item_texts(np.array([3, 3, 40]), ["edited three", "edited again", "edited forty"])
+    assert m.item_moments() is kept  # updated in place, not recomputed
+    check()
+
+
+def test_item_moments_add_and_replace_match_a_recount() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 3)), rng.normal(size=(50, 2)) + 4.0
+    moments = ItemMoments(a[:40], b[:40])
+    moments.add(np.hstack([a[40:], b[40:]]))
+    edited = np.hstack([a[:5], b[:5]]) * 3.0
+    moments.replace(np.hstack([a[:5], b[:5]]), edited)
+    x = np.vstack([edited, np.hstack([a[5:], b[5:]])])
+    np.testing.assert_allclose(moments.mean, x.mean(axis=0))
+    np.testing.assert_allclose(moments.cov, np.cov(x, rowvar=False, bias=True), atol=1e-10)
+    u, v = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    mean, sd = moments.spread(u, slice(0, 3))
+    np.testing.assert_allclose(mean, (u @ x[:, :3].T).mean(axis=1))
+    np.testing.assert_allclose(sd, (u @ x[:, :3].T).std(axis=1))
+    cross = [np.cov(u[i] @ x[:, :3].T, v[i] @ x[:, 3:].T, bias=True)[0, 1] for i in range(4)]
+    np.testing.assert_allclose(moments.covariance(u, slice(0, 3), v, slice(3, 5)), cross)
+    with pytest.raises(ValueError, match="shape"):
+        moments.replace(x[:2], x[:3])

@@ -480,7 +480,6 @@ def test_newcomers_above_exact_below_are_scored_on_candidates(
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-4)
 
     monkeypatch.setattr(engine_module, "CANDIDATES", 8)
-    monkeypatch.setattr(engine_module, "REFERENCE_ITEMS", 30)
     exact, approx = engines()
     for a, b in zip(answers(exact, 5), answers(approx, 5), strict=True):
         assert len(set(a.item_ids) & set(b.item_ids)) >= 4

@@ -17,9 +17,10 @@ Routing of a known user id (`recommend_user`):
 Newcomers (fold-in, few-shot, text-only, anonymous) are scored over the whole catalogue while it
 is small enough for exact search. Above `exact_below` items they are scored only on candidates:
 the ANN neighbours of their scoring vector and of their text, their named items' co-occurrence
-neighbours and the most popular items, with each score standardised by its spread over a fixed
-sample of the catalogue (`WarmStartRecommender.score_profile_parts`). At 100,000 items the full
-computation reads every item vector twice per request (about 50 ms).
+neighbours and the most popular items. Their scores are exactly those of the full computation:
+each term's mean and spread over the whole catalogue come from the moments of the item vectors
+(`WarmStartRecommender.score_profile_parts`). At 100,000 items the full computation reads
+every item vector twice per request (about 50 ms).
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ log = logging.getLogger(__name__)
 ROUTES = ("warm", "fold-in", "few-shot", "text-only", "popular", "anonymous")
 
 
-# Newcomers above `exact_below` items: candidates fetched per source, and the reference sample.
+# Newcomers above `exact_below` items: candidates fetched per source.
 CANDIDATES = 256
-REFERENCE_ITEMS = 1024
 
 
 class NoTextError(ValueError):
@@ -151,10 +151,8 @@ class Engine:
             self.index.add(keys, m.item_vectors[keys])
             self.similar_index.add(keys, _unit(m.item_cf[keys]))
             self.text_index.add(keys, m.item_embeddings[keys])
-        # Items that newcomers' candidate scores are standardised against (see the module doc).
-        rng = np.random.default_rng(0)
-        size = min(REFERENCE_ITEMS, keys.size)
-        self._reference = np.sort(rng.choice(keys, size=size, replace=False))
+        if not self.index.is_exact:
+            m.item_moments()  # what candidate scores are standardised by: computed once, here
 
     def _index_items(self, keys: np.ndarray) -> None:
         m = self.model
@@ -439,7 +437,7 @@ class Engine:
             cand = cand[~np.isin(cand, query.items)]
         if cand.size == 0:  # everything they could get, they have already seen
             return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
-        scores = m.score_profile_parts(parts, cand, self._reference)
+        scores = m.score_profile_parts(parts, cand)
         order, top = topk(scores, k, copy=False)
         keys = np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1)
         return keys, top[0]

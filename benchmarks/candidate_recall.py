@@ -6,7 +6,8 @@ popular items), standardised exactly by the item moments. This loads a saved mod
 builds the service's engine, and compares its top-k with the model's full scoring for the same
 visitors: recall@k of the exact top-k, and the time of each path.
 
-    .venv/bin/python benchmarks/candidate_recall.py --model DIR [--visitors 200] [--k 10]
+    .venv/bin/python benchmarks/candidate_recall.py --model DIR [--visitors 200] [--k 10] \\
+        [--candidates 256]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from warmstart.index.exact import topk
 from warmstart.models import Recommender
 from warmstart.models.base import ProfileQuery
 from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.serve import engine as engine_module
 from warmstart.serve.engine import Engine
 
 
@@ -33,8 +35,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--graphs", type=Path, default=None, help="HNSW graph cache folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--candidates", type=int, default=None, help="candidates per source (default: the engine's)"
+    )
     args = parser.parse_args()
     threadpool_limits(1)  # as `warmstart serve` runs
+    if args.candidates is not None:
+        engine_module.CANDIDATES = args.candidates
     model = Recommender.load(args.model)
     assert isinstance(model, WarmStartRecommender)
     graphs = args.graphs or Path(tempfile.mkdtemp(prefix="candidate-recall-"))

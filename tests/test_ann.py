@@ -85,6 +85,31 @@ def test_hnsw_recall(hnsw_2000: tuple[VectorIndex, np.ndarray]) -> None:
         assert np.all(np.diff(approx_scores[i]) <= 0)
 
 
+def test_nearest_keys_is_a_pool_around_the_query(hnsw_2000: tuple[VectorIndex, np.ndarray]) -> None:
+    index, keys = hnsw_2000
+    queries = clustered(50, seed=13)
+    before = index.search(queries, 10)[0]
+    for depth, least in ((None, 0.95), (40, 0.85)):  # a shallower search finds a little less
+        found = 0
+        for q in queries:
+            pool = index.nearest_keys(q, 40, expansion=depth)
+            assert pool.dtype == np.int64 and pool.size == 40
+            assert set(pool.tolist()) <= set(keys.tolist())
+            found += len(set(index.search(q, 10, exact=True)[0][0].tolist()) & set(pool.tolist()))
+        assert found / (10 * len(queries)) >= least, depth
+    # A shallow pool leaves the index's own search depth as it was.
+    np.testing.assert_array_equal(index.search(queries, 10)[0], before)
+    small, _ = make_index(300, exact_below=10_000)
+    exact = small.search(queries[0], 25)[0][0]
+    assert set(small.nearest_keys(queries[0], 25).tolist()) == set(exact.tolist())
+    with pytest.raises(ValueError, match="count"):
+        small.nearest_keys(queries[0], 0)
+    with pytest.raises(ValueError, match="expansion"):
+        small.nearest_keys(queries[0], 5, expansion=0)
+    with pytest.raises(ValueError, match="query"):
+        small.nearest_keys(queries[0][:5], 5)
+
+
 def test_switches_to_hnsw_at_threshold_and_back() -> None:
     data = clustered(300)
     index = VectorIndex(DIM, exact_below=200)

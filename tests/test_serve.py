@@ -207,6 +207,19 @@ def test_unknown_user_gets_popular_items_and_404_on_profile(client: httpx.Client
     assert client.get("/v1/users/nobody", headers=AUTH).status_code == 404
 
 
+def test_popular_route_follows_deletes_and_reposts(client: httpx.Client) -> None:
+    def popular() -> list[Any]:
+        url = "/v1/users/nobody-else/recommendations?k=3&explain=false"
+        return _ids(client.get(url, headers=AUTH).json())
+
+    top = popular()[0]
+    assert client.delete(f"/v1/items/{top}", headers=AUTH).status_code == 200
+    assert top not in popular()
+    item = {"item_id": top, "text": "posted again"}
+    assert client.post("/v1/items", headers=AUTH, json={"items": [item]}).status_code == 200
+    assert popular()[0] == top  # its interactions count again
+
+
 def test_anonymous_visitor(client: httpx.Client, data: Synthetic) -> None:
     body = client.post(
         "/v1/recommendations", headers=AUTH, json={"text": data.group_text(1), "k": 10}

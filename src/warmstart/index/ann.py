@@ -268,6 +268,37 @@ class VectorIndex:
                 return self._exact_search(q, k, exclude)
             return self._hnsw_search(q, k, exclude)
 
+    def nearest_keys(
+        self, query: np.ndarray, count: int, expansion: int | None = None
+    ) -> np.ndarray:
+        """Up to `count` keys near one query, in no particular order and not re-scored: a pool
+        of candidates for a caller that scores them itself.
+
+        Above the exact threshold the graph is searched with `expansion` (default: the index's
+        `expansion_search`); a pool needs less depth than a final top-k, and the search time
+        grows with it. Below the threshold the pool is the exact top `count`.
+        """
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        if expansion is not None and expansion < 1:
+            raise ValueError(f"expansion must be >= 1, got {expansion}")
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        if q.shape[1] != self._dim or not np.isfinite(q).all():
+            raise ValueError(
+                f"query must be {self._dim} finite numbers, got shape {np.shape(query)}"
+            )
+        with self._lock:
+            if self._hnsw is None or self._n == 0:
+                keys = self._exact_search(q, int(count), None)[0][0]
+                return keys[keys >= 0]
+            depth = self._expansion_search if expansion is None else int(expansion)
+            self._hnsw.expansion_search = depth  # type: ignore[misc]  # (usearch has a setter)
+            try:
+                found, counts = self._hnsw_query(q, min(int(count), self._n))
+            finally:
+                self._hnsw.expansion_search = self._expansion_search  # type: ignore[misc]
+            return found[0, : counts[0]]
+
     # ------------------------------------------------------------------ internals
 
     def _check_keys(self, keys: np.ndarray, what: str) -> np.ndarray:
@@ -452,7 +483,9 @@ class VectorIndex:
         """usearch search normalised to (keys (m, count) int64, valid counts (m,))."""
         assert self._hnsw is not None
         padded = np.hstack([q, np.zeros((q.shape[0], 1), dtype=np.float32)])
-        res = self._hnsw.search(padded, count, threads=self._threads)
+        # One query runs on the calling thread: a pool for it cost 0.5 ms of the 2 ms a search takes.
+        threads = 1 if q.shape[0] == 1 else self._threads
+        res = self._hnsw.search(padded, count, threads=threads)
         usearch = _usearch()
         if isinstance(res, usearch.BatchMatches):
             return res.keys.astype(np.int64), np.asarray(res.counts, dtype=np.int64)

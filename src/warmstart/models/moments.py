@@ -65,10 +65,10 @@ class ItemMoments:
         """Per row of `u` (m, len(cols)): mean and standard deviation of u · x_i[cols] over items."""
         u64 = np.asarray(u, dtype=np.float64)
         mean = u64 @ self.mean[cols]
-        var = np.einsum("ij,jk,ik->i", u64, self.cov[cols, cols], u64)
+        var = np.sum((u64 @ self.cov[cols, cols]) * u64, axis=1)
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     def covariance(self, u: np.ndarray, a: slice, v: np.ndarray, b: slice) -> np.ndarray:
         """Per row: the covariance over items of u · x_i[a] and v · x_i[b]."""
         u64, v64 = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
-        return np.einsum("ij,jk,ik->i", u64, self.cov[a, b], v64)
+        return np.sum((u64 @ self.cov[a, b]) * v64, axis=1)

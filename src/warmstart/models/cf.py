@@ -93,14 +93,15 @@ def fold_in(
     """
     out = np.zeros((rows.shape[0], item_factors.shape[1]), dtype=np.float32)
     # A row without items solves (YᵀY + λI) x = 0: x = 0, no solve needed (text-only visitors).
-    rows = rows.tocsr().astype(np.float32)
+    rows = rows.tocsr().astype(np.float32, copy=False)
     named = np.flatnonzero(np.diff(rows.indptr) > 0)
     if named.size == 0:
         return out
+    given = rows if named.size == rows.shape[0] else rows[named]
     with _blas_controller().limit(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         solver = _solver(item_factors, regularization, reuse)
-        solved = solver.recalculate_user(np.arange(named.size), rows[named])
+        solved = solver.recalculate_user(np.arange(named.size), given)
     out[named] = np.asarray(solved, dtype=np.float32).reshape(named.size, item_factors.shape[1])
     return out
 

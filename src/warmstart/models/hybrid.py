@@ -154,6 +154,7 @@ class WarmStartRecommender(TextAware, Recommender):
         # Moments of [item_vectors | item_embeddings] and the arrays they describe (item_moments)
         self._moments: tuple[weakref.ref[np.ndarray], weakref.ref[np.ndarray], ItemMoments] | None
         self._moments = None
+        self._pop_z: tuple[weakref.ref[np.ndarray], np.ndarray] | None = None
         self.cov_cf = np.empty((0, 0), dtype=np.float32)
         self.cov_text = np.empty((0, 0), dtype=np.float32)
         self.text_profile_weight_ = 0.0
@@ -524,12 +525,14 @@ class WarmStartRecommender(TextAware, Recommender):
         popularity: np.ndarray | None = None,
         described: np.ndarray | None = None,
         columns: _Columns | None = None,
+        near: sp.csr_matrix | None = None,
     ) -> np.ndarray:
         """z(score) + a z(named items' neighbours) + b (1 - w(n)) z(popularity), per user.
 
         Users who `described` their taste in free text get no popularity prior: what they asked
         for outweighs what most people like. With `columns`, `scores` holds only those items
         (see `_Columns`); the neighbour and popularity terms are still standardised exactly.
+        `near` is `_neighbour_rows(rows)` where the caller has it already.
         """
         a, b = (self.neighbour_weight_, self.popularity_weight_) if weights is None else weights
         if a == 0 and b == 0:
@@ -538,16 +541,33 @@ class WarmStartRecommender(TextAware, Recommender):
         out = _standardise(scores) if columns is None else columns.standardise(scores)
         named = np.flatnonzero(n > 0)
         if a and named.size:
-            near = (_binary(rows[named]) @ self.neighbour_sim).tocsr().astype(np.float32)
+            near = self._neighbour_rows(rows) if near is None else near
+            if named.size < near.shape[0]:
+                near = near[named]
             out[named] += a * _standardise_sparse(near, None if columns is None else columns.cols)
         if b:
-            pop = self._pop() if popularity is None else popularity
             fade = 1.0 - _weight(n, self.lambda_users_)
             if described is not None:
                 fade[described] = 0.0
-            z_pop = _standardise(pop[None, :].astype(np.float32))
+            if popularity is None:
+                z_pop = self._popularity_z()
+            else:
+                z_pop = _standardise(popularity[None, :].astype(np.float32))
             out += b * fade[:, None] * (z_pop if columns is None else z_pop[:, columns.cols])
         return out
+
+    def _neighbour_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """Per row, the summed neighbour similarities of its named items (float32 CSR)."""
+        return sp.csr_matrix(_binary(rows) @ self.neighbour_sim, dtype=np.float32)
+
+    def _popularity_z(self) -> np.ndarray:
+        """Standardised popularity (1, n_items), kept while the popularity array stays the same."""
+        pop = self._pop()
+        held = self._pop_z
+        if held is None or held[0]() is not pop:
+            held = (weakref.ref(pop), _standardise(pop[None, :].astype(np.float32)))
+            self._pop_z = held
+        return held[1]
 
     def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
         return self.score_profile_parts(self.profile_parts(queries))
@@ -578,12 +598,14 @@ class WarmStartRecommender(TextAware, Recommender):
         w = _weight(n, self.lambda_users_)[:, None]
         users = self._scoring_users(w * p_cf + (1.0 - w) * p_text, self._served_text_profiles(rows))
         described = np.array([bool(q.text) for q in queries], dtype=bool)
+        near = self._neighbour_rows(rows) if self.neighbour_weight_ and rows.nnz else None
         return ProfileParts(
             rows=rows,
             users=users,
             free=np.asarray(free, dtype=np.int64),
             text=emb,
             described=described,
+            near=near,
         )
 
     def score_profile_parts(
@@ -602,9 +624,8 @@ class WarmStartRecommender(TextAware, Recommender):
             if parts.free.size:
                 texts = parts.text @ self.item_embeddings.T
                 scores[parts.free] = _standardise(scores[parts.free]) + weight * _standardise(texts)
-            return np.asarray(
-                self._cold_blend(scores, parts.rows, described=parts.described), dtype=np.float32
-            )
+            out = self._cold_blend(scores, parts.rows, described=parts.described, near=parts.near)
+            return np.asarray(out, dtype=np.float32)
         moments = self.item_moments()
         d = self.item_vectors.shape[1]
         own, text = slice(0, d), slice(d, moments.dim)
@@ -623,7 +644,9 @@ class WarmStartRecommender(TextAware, Recommender):
             mean[f] = 0.0
             sd[f] = np.sqrt(np.maximum(1.0 + weight**2 + 2.0 * weight * corr, 0.0)) + 1e-9
         columns = _Columns(candidates, mean, sd)
-        out = self._cold_blend(scores, parts.rows, described=parts.described, columns=columns)
+        out = self._cold_blend(
+            scores, parts.rows, described=parts.described, columns=columns, near=parts.near
+        )
         return np.asarray(out, dtype=np.float32)
 
     def item_moments(self) -> ItemMoments:
@@ -847,6 +870,7 @@ class ProfileParts:
     free: np.ndarray
     text: np.ndarray
     described: np.ndarray
+    near: sp.csr_matrix | None = None  # named items' neighbour rows, if that term is on
 
 
 @dataclass(frozen=True)
@@ -870,5 +894,24 @@ def _standardise_sparse(rows: sp.csr_matrix, cols: np.ndarray | None) -> np.ndar
     squares = np.asarray(rows.multiply(rows).sum(axis=1), dtype=np.float64).ravel()
     mean = sums / n
     std = np.sqrt(np.maximum(squares / n - mean**2, 0.0)) + 1e-9
-    dense = np.asarray((rows if cols is None else rows[:, cols]).todense(), dtype=np.float64)
+    dense = rows.toarray().astype(np.float64) if cols is None else _dense_columns(rows, cols)
     return np.asarray((dense - mean[:, None]) / std[:, None], dtype=np.float32)
+
+
+def _dense_columns(rows: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
+    """`rows[:, cols]` as a dense float64 array. For a few rows and a few hundred distinct
+    columns this is much cheaper than scipy's column indexing, which rebuilds the matrix."""
+    order = np.argsort(cols, kind="stable")
+    ordered = cols[order]
+    if ordered.size > 1 and np.any(ordered[1:] == ordered[:-1]):
+        return np.asarray(rows[:, cols].toarray(), dtype=np.float64)  # repeated columns
+    rows = rows.tocsr()
+    rows.sum_duplicates()
+    out = np.zeros((rows.shape[0], cols.size), dtype=np.float64)
+    if ordered.size == 0 or rows.nnz == 0:
+        return out
+    at = np.minimum(np.searchsorted(ordered, rows.indices), ordered.size - 1)
+    hit = ordered[at] == rows.indices
+    row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    out[row_of[hit], order[at[hit]]] = rows.data[hit]
+    return out

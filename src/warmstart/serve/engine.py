@@ -432,8 +432,8 @@ class Engine:
         if parts.free.size:
             text = parts.text[0]
             pools.append(self.text_index.nearest_keys(text, fetch + len(seen), CANDIDATE_DEPTH))
-        if query.items.size and m.neighbour_weight_:
-            pools.append((parts.rows @ m.neighbour_sim).tocsr().indices)
+        if parts.near is not None:
+            pools.append(parts.near.indices)
         if m.popularity_weight_ and not parts.described[0]:
             pools.append(self._top_popular(fetch)[0])
         cand = np.unique(np.concatenate(pools).astype(np.int64))

@@ -34,6 +34,7 @@ from warmstart.models import (
 )
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
+from warmstart.models.hybrid import _dense_columns
 from warmstart.models.moments import ItemMoments
 
 # implicit's own kNN converts to COO internally and then warns about it
@@ -729,3 +730,10 @@ def test_item_moments_add_and_replace_match_a_recount() -> None:
     np.testing.assert_allclose(moments.covariance(u, slice(0, 3), v, slice(3, 5)), cross)
     with pytest.raises(ValueError, match="shape"):
         moments.replace(x[:2], x[:3])
+
+
+def test_dense_columns_match_scipy_indexing() -> None:
+    rng = np.random.default_rng(3)
+    rows = sp.random(4, 50, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    for cols in (np.array([7, 0, 49, 3, 12]), np.array([5, 5, 1]), np.array([], dtype=np.int64)):
+        np.testing.assert_array_equal(_dense_columns(rows, cols), rows[:, cols].toarray())

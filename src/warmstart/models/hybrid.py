@@ -656,16 +656,11 @@ class WarmStartRecommender(TextAware, Recommender):
         `add_items` and `update_item_texts` change the arrays; recomputed if anything else
         replaced them.
         """
-        held = self._moments
-        if (
-            held is None
-            or held[0]() is not self.item_vectors
-            or held[1]() is not self.item_embeddings
-        ):
+        moments = self._moments_if_current()
+        if moments is None:
             moments = ItemMoments(self.item_vectors, self.item_embeddings)
-            held = (weakref.ref(self.item_vectors), weakref.ref(self.item_embeddings), moments)
-            self._moments = held
-        return held[2]
+            self._keep_moments(moments)
+        return moments
 
     def _moments_if_current(self) -> ItemMoments | None:
         """The kept moments if they describe the current arrays (computes nothing)."""

@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--expansion-search", type=int, default=256)
+    parser.add_argument("--dtype", choices=("f32", "bf16"), default="bf16")
     args = parser.parse_args()
     model = Recommender.load(args.model)
     if not isinstance(model, WarmStartRecommender):
@@ -36,11 +37,15 @@ def main() -> None:
     chosen = rng.choice(warm, size=min(args.queries, warm.size), replace=False)
     start = time.perf_counter()
     # HNSW whatever the size
-    index = VectorIndex(items.shape[1], exact_below=0, expansion_search=args.expansion_search)
+    index = VectorIndex(
+        items.shape[1], exact_below=0, expansion_search=args.expansion_search, dtype=args.dtype
+    )
     index.add(np.arange(len(items)), items)
     build = time.perf_counter() - start
     exclude = [set(seen[u].indices.tolist()) for u in chosen]
+    t0 = time.perf_counter()
     approx, _ = index.search(users[chosen], args.k, exclude=exclude)
+    search_ms = (time.perf_counter() - t0) / len(chosen) * 1000
     exact, _ = index.search(users[chosen], args.k, exclude=exclude, exact=True)
     hits = [
         len(set(a[a >= 0]) & set(e[e >= 0])) / max((e >= 0).sum(), 1)
@@ -53,7 +58,9 @@ def main() -> None:
         "queries": len(chosen),
         "k": args.k,
         "expansion_search": args.expansion_search,
+        "dtype": args.dtype,
         "build_s": round(build, 2),
+        "search_ms_per_query": round(search_ms, 3),
         f"recall@{args.k}": float(np.mean(hits)),
     }
     print(json.dumps(out, indent=1))

@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -57,6 +57,11 @@ class VectorIndex:
     loads it instead: a service restarting on the same model skips the build (about a minute
     per 100,000 vectors on 2 cores). Files are written under a temporary name and renamed, a
     file that fails to load is rebuilt, and only the newest few are kept.
+
+    `dtype` is how the graph stores vectors. The default, bfloat16, halves what a search reads:
+    on a 100,000-item model a search took 0.83 ms instead of 1.07 ms and the build 41 s instead
+    of 62 s, with recall@20 0.9907 against 0.9912 (BENCHMARKS.md). Results are re-scored from
+    the float32 copy either way, so the scores returned are exact inner products.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class VectorIndex:
         expansion_search: int = 256,
         threads: int = 0,
         graph_dir: str | Path | None = None,
+        dtype: Literal["f32", "bf16"] = "bf16",
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -81,6 +87,9 @@ class VectorIndex:
             )
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = all cores), got {threads}")
+        if dtype not in ("f32", "bf16"):
+            raise ValueError(f"dtype must be 'f32' or 'bf16', got {dtype!r}")
+        self._dtype = dtype
         self._dim = int(dim)
         self._exact_below = int(exact_below)
         self._connectivity = int(connectivity)
@@ -341,7 +350,7 @@ class VectorIndex:
         return _usearch().Index(
             ndim=self._dim + 1,
             metric="cos",
-            dtype="f32",
+            dtype=self._dtype,
             connectivity=self._connectivity,
             expansion_add=self._expansion_add,
             expansion_search=self._expansion_search,
@@ -369,7 +378,9 @@ class VectorIndex:
     def _graph_path(self, keys: np.ndarray, augmented: np.ndarray) -> Path:
         assert self._graph_dir is not None
         h = hashlib.sha256(_GRAPH_FORMAT)
-        h.update(repr((self._dim, self._connectivity, self._expansion_add)).encode())
+        settings = (self._dim, self._connectivity, self._expansion_add)
+        # f32 graphs keep the key they had before `dtype` existed, so saved files stay valid.
+        h.update(repr(settings if self._dtype == "f32" else (*settings, self._dtype)).encode())
         h.update(np.ascontiguousarray(keys).tobytes())
         h.update(np.ascontiguousarray(augmented).tobytes())
         return self._graph_dir / f"{h.hexdigest()[:32]}.usearch"

@@ -392,6 +392,7 @@ class ModelContract:
             )
             assert (a.text_similarity is None) == (b.text_similarity is None)
         assert any(e.neighbours for e in many) or not self.learns
+        assert model.explain_many(items[:0], history, scores[:0]) == []
 
     # ---- persistence ---------------------------------------------------------------------
     def test_save_load_round_trip(

@@ -344,7 +344,7 @@ class Recommender(ABC):
         """
         cat = self.catalogue
         items = np.asarray(items, dtype=np.int64)
-        sims = self._items_similarity(items, history) if history.size else None
+        sims = self._items_similarity(items, history) if history.size and items.size else None
         text = free_text or user_text
         out: list[Explanation] = []
         for row, (item_id, item, score) in enumerate(

@@ -255,19 +255,8 @@ class VectorIndex:
         HNSW path over-fetches by its size (doubling while short), so the rows stay full whenever
         enough admissible keys exist. `exact=True` forces brute force, e.g. to measure recall.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = np.asarray(queries)
-        if q.ndim == 1:
-            q = q.reshape(1, -1)
-        if q.ndim != 2 or q.shape[1] != self._dim:
-            raise ValueError(
-                f"queries must have shape (n, dim={self._dim}) or (dim,); got {np.shape(queries)}"
-            )
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise ValueError("queries contain NaN or inf")
+        k = _positive_int(k, "k")
+        q = self._queries(queries, "queries")
         if exclude is not None and len(exclude) != q.shape[0]:
             raise ValueError(
                 f"exclude must have one collection per query: {len(exclude)} for {q.shape[0]}"
@@ -287,28 +276,37 @@ class VectorIndex:
         `expansion_search`); a pool needs less depth than a final top-k, and the search time
         grows with it. Below the threshold the pool is the exact top `count`.
         """
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
-            raise ValueError(f"count must be a positive integer, got {count!r}")
+        count = _positive_int(count, "count")
         if expansion is not None and expansion < 1:
             raise ValueError(f"expansion must be >= 1, got {expansion}")
-        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-        if q.shape[1] != self._dim or not np.isfinite(q).all():
-            raise ValueError(
-                f"query must be {self._dim} finite numbers, got shape {np.shape(query)}"
-            )
+        q = self._queries(np.ravel(query), "query")
         with self._lock:
             if self._hnsw is None or self._n == 0:
-                keys = self._exact_search(q, int(count), None)[0][0]
+                keys = self._exact_search(q, count, None)[0][0]
                 return keys[keys >= 0]
             depth = self._expansion_search if expansion is None else int(expansion)
             self._hnsw.expansion_search = depth  # type: ignore[misc]  # (usearch has a setter)
             try:
-                found, counts = self._hnsw_query(q, min(int(count), self._n))
+                found, counts = self._hnsw_query(q, min(count, self._n))
             finally:
                 self._hnsw.expansion_search = self._expansion_search  # type: ignore[misc]
             return found[0, : counts[0]]
 
     # ------------------------------------------------------------------ internals
+
+    def _queries(self, queries: np.ndarray, what: str) -> np.ndarray:
+        """Queries as a contiguous float32 (n, dim) array, or ValueError naming `what` is wrong."""
+        q = np.asarray(queries)
+        if q.ndim == 1:
+            q = q.reshape(1, -1)
+        if q.ndim != 2 or q.shape[1] != self._dim:
+            raise ValueError(
+                f"{what} must have shape (n, dim={self._dim}) or (dim,); got {np.shape(queries)}"
+            )
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if not np.isfinite(q).all():
+            raise ValueError(f"{what}: NaN or inf in the values")
+        return q
 
     def _check_keys(self, keys: np.ndarray, what: str) -> np.ndarray:
         """Keys as a 1-D int64 array, or ValueError saying what is wrong with them."""
@@ -521,6 +519,12 @@ class VectorIndex:
         order = np.lexsort((keys, -scores))[:k]
         out_keys[: order.size] = keys[order]
         out_scores[: order.size] = scores[order]
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _mtime(path: Path) -> float:

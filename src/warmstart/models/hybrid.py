@@ -618,15 +618,13 @@ class WarmStartRecommender(TextAware, Recommender):
         few hundred ANN candidates instead of 100,000 items. The named items' neighbours and
         popularity are cheap to standardise over every item and are taken exactly as well.
         """
-        weight = self.config.text_weight
         if candidates is None:
             scores = parts.users @ self.item_vectors.T
             if parts.free.size:
-                texts = parts.text @ self.item_embeddings.T
-                scores[parts.free] = _standardise(scores[parts.free]) + weight * _standardise(texts)
+                scores[parts.free] = self._with_text_match(scores[parts.free], parts.text)
             out = self._cold_blend(scores, parts.rows, described=parts.described, near=parts.near)
             return np.asarray(out, dtype=np.float32)
-        moments = self.item_moments()
+        moments, weight = self.item_moments(), self.config.text_weight
         d = self.item_vectors.shape[1]
         own, text = slice(0, d), slice(d, moments.dim)
         scores = parts.users @ self.item_vectors[candidates].T

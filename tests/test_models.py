@@ -682,6 +682,20 @@ def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
     assert not np.allclose(fold_in(replaced, rows, 0.1, reuse=True), fresh)
 
 
+def test_fold_in_of_few_rows_is_serial_and_matches_the_batch() -> None:
+    """Few rows are solved on the calling thread, without touching the kept solver's threads,
+    and give what the same rows give in a parallel batch."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(400, 8)).astype(np.float32)
+    n = cf.PARALLEL_ROWS + 6
+    rows = sp.random(n, 400, density=0.02, format="csr", random_state=1, dtype=np.float32)
+    batch = fold_in(y, rows, 0.1, reuse=True)
+    singles = np.vstack([fold_in(y, rows[[i]], 0.1, reuse=True) for i in range(n)])
+    np.testing.assert_allclose(singles, batch, rtol=1e-5, atol=1e-6)
+    kept = [solver for array, solver in cf._SOLVERS.values() if array is y]
+    assert len(kept) == 1 and kept[0].num_threads == 0
+
+
 def test_profile_scores_on_candidates_match_the_full_scores(
     data: Synthetic, tmp_path: Path
 ) -> None:

@@ -108,7 +108,7 @@ def code_version() -> dict[str, Any]:
         try:
             return subprocess.run(
                 ["git", *cmd], cwd=root, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
+            ).stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column
         except (OSError, subprocess.SubprocessError):
             return ""
 

@@ -727,6 +727,41 @@ def test_profile_scores_on_candidates_match_the_full_scores(
     check()
 
 
+def test_added_items_leave_earlier_item_arrays_as_they_were(
+    data: Synthetic, tmp_path: Path
+) -> None:
+    """Item arrays grow in a buffer with rows to spare: an earlier array keeps its rows, and
+    the arrays are those that copying them whole at every step gives."""
+    m = TestWarmStart.make(tmp_path).fit(data.dataset)
+    assert isinstance(m, WarmStartRecommender)
+    copied = Recommender.load(m.save(tmp_path / "saved"))
+    assert isinstance(copied, WarmStartRecommender)
+    names = ("item_vectors", "item_embeddings", "item_cf")
+    fitted = {name: getattr(m, name) for name in names}
+    before = {name: a.copy() for name, a in fitted.items()}
+    n = before["item_cf"].shape[0]
+    steps = [(["one"], 0), (["two", "three"], 1), (None, 0), (["four"], 2)]
+    first: dict[str, np.ndarray] = {}
+    for model in (m, copied):
+        for ids, group in steps:
+            if ids is None:  # an edit copies the arrays: the next item starts a new buffer
+                model.update_item_texts(np.array([0]), ["an edited item"])
+            else:
+                model.add_items(ids, [data.group_text(group, seed=11 + j) for j in range(len(ids))])
+            if model is copied:
+                for name in names:
+                    setattr(model, name, getattr(model, name).copy())
+            elif not first:
+                first = {name: getattr(m, name) for name in names}
+    for name in names:
+        np.testing.assert_array_equal(fitted[name], before[name])
+        np.testing.assert_array_equal(first[name][:n], before[name])
+        assert first[name].shape[0] == n + 1
+        assert getattr(m, name).shape[0] == n + 4
+        np.testing.assert_array_equal(first[name][1:], getattr(m, name)[1 : n + 1])
+        np.testing.assert_array_equal(getattr(m, name), getattr(copied, name))
+
+
 def test_item_moments_add_and_replace_match_a_recount() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 3)), rng.normal(size=(50, 2)) + 4.0

@@ -672,7 +672,7 @@ def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
     fresh = fold_in(y, rows, 0.1)
     np.testing.assert_allclose(fold_in(y, rows, 0.1, reuse=True), fresh, rtol=1e-6)
     np.testing.assert_allclose(fold_in(y, rows, 0.1, reuse=True), fresh, rtol=1e-6)
-    kept = [solver for array, solver in cf._SOLVERS.values() if array is y]
+    kept = [solver for array, _, solver, _ in cf._SOLVERS.values() if array is y]
     assert len(kept) == 1 and kept[0].YtY is not None  # found again, not rebuilt
     assert not fresh[2].any()  # a row without items folds in to zero
     replaced = y * 2.0  # a model replaces its arrays: the new one gets its own YᵀY
@@ -680,6 +680,26 @@ def test_fold_in_reuse_keeps_the_solver_only_for_the_same_array() -> None:
         fold_in(replaced, rows, 0.1, reuse=True), fold_in(replaced, rows, 0.1), rtol=1e-6
     )
     assert not np.allclose(fold_in(replaced, rows, 0.1, reuse=True), fresh)
+
+
+def test_fold_in_of_a_growing_array_recounts_only_its_last_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows added below a buffer's earlier view recount only YᵀY's last block, and the
+    visitors fold in exactly as on the same rows counted afresh (as after a restart)."""
+    monkeypatch.setattr(cf, "GRAM_BLOCK", 16)
+    rng = np.random.default_rng(2)
+    buf = rng.normal(size=(120, 6)).astype(np.float32)
+    rows = sp.csr_matrix((np.full(3, 2.0, np.float32), ([0, 0, 1], [3, 40, 90])), shape=(2, 120))
+    for n in (90, 91, 96, 97, 120):  # 96 completes a block
+        view = buf[:n]
+        got = fold_in(view, rows[:, :n], 0.1, reuse=True)
+        np.testing.assert_array_equal(got, fold_in(buf[:n].copy(), rows[:, :n], 0.1))
+        (gram,) = [g for array, g, _, _ in cf._SOLVERS.values() if array is buf]
+        assert (gram.rows, gram.blocks) == (n, n // 16)
+    older = fold_in(buf[:50], rows[:, :50], 0.1, reuse=True)  # a shorter view: counted apart
+    np.testing.assert_array_equal(older, fold_in(buf[:50].copy(), rows[:, :50], 0.1))
+    assert gram.rows == 120
 
 
 def test_fold_in_of_few_rows_is_serial_and_matches_the_batch() -> None:
@@ -692,7 +712,7 @@ def test_fold_in_of_few_rows_is_serial_and_matches_the_batch() -> None:
     batch = fold_in(y, rows, 0.1, reuse=True)
     singles = np.vstack([fold_in(y, rows[[i]], 0.1, reuse=True) for i in range(n)])
     np.testing.assert_allclose(singles, batch, rtol=1e-5, atol=1e-6)
-    kept = [solver for array, solver in cf._SOLVERS.values() if array is y]
+    kept = [solver for array, _, solver, _ in cf._SOLVERS.values() if array is y]
     assert len(kept) == 1 and kept[0].num_threads == 0
 
 

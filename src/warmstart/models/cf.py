@@ -94,9 +94,11 @@ def fold_in(
     user is scored exactly like a trained one. Works for any item factors (blended ones, or text
     embeddings used as factors). implicit's own solver does the work.
 
-    `reuse=True` keeps the solver, with its YᵀY, for this exact array object, for the next
-    call: a model's factors that are replaced, never edited in place, qualify. At 100,000 items
-    YᵀY costs far more than one visitor's solve (a 320-d Gram matrix: about 10^10 operations).
+    `reuse=True` keeps YᵀY for the array's memory, for the next call: a model's factors that
+    are replaced, or grown below their rows (`WarmStartRecommender._append_rows`), never
+    edited in place, qualify. At 100,000 items YᵀY costs far more than one visitor's solve (a
+    320-d Gram matrix: about 10^10 operations); after rows are added, only the last block of
+    rows is recounted.
     """
     out = np.zeros((rows.shape[0], item_factors.shape[1]), dtype=np.float32)
     # A row without items solves (YᵀY + λI) x = 0: x = 0, no solve needed (text-only visitors).
@@ -116,33 +118,81 @@ def fold_in(
     return out
 
 
-_SOLVERS: OrderedDict[tuple[int, float], tuple[np.ndarray, Any]] = OrderedDict()
+GRAM_BLOCK = 1024  # rows per block of the YᵀY sum (see _Gram)
+
+
+class _Gram:
+    """YᵀY of a factor array that grows below its rows, summed over fixed blocks of rows.
+
+    Each block of GRAM_BLOCK rows (counted from row 0) contributes its own Gram matrix, in
+    float64, and the blocks are added in row order. The sum is then the same for the same
+    rows however they arrived: a restarted service that adds its items in one batch gets
+    exactly the YᵀY of one that added them one by one, so both fold visitors in alike. A new
+    row costs one block's recount, not the whole array's.
+    """
+
+    def __init__(self) -> None:
+        self.full = np.zeros((0, 0))  # the sum over the complete blocks
+        self.blocks = 0  # complete blocks in `full`
+        self.rows = 0
+
+    def update(self, y: np.ndarray) -> np.ndarray:
+        """YᵀY (float32) of `y`, whose first `self.rows` rows are those counted before."""
+        if self.full.shape != (y.shape[1], y.shape[1]):
+            self.full = np.zeros((y.shape[1], y.shape[1]))
+        complete = y.shape[0] // GRAM_BLOCK
+        for b in range(self.blocks, complete):
+            block = y[b * GRAM_BLOCK : (b + 1) * GRAM_BLOCK].astype(np.float64)
+            self.full = self.full + block.T @ block
+        self.blocks = max(self.blocks, complete)
+        self.rows = y.shape[0]
+        rest = y[complete * GRAM_BLOCK :].astype(np.float64)
+        return np.asarray(self.full + rest.T @ rest, dtype=np.float32)
+
+
+# Per factor array's memory (its own, or the buffer it is a leading view of): that array or
+# buffer, its Gram sums, the solver for the rows counted last, and the array it was given.
+_SOLVERS: OrderedDict[tuple[int, float], tuple[np.ndarray, _Gram, Any, np.ndarray]] = OrderedDict()
 _SOLVERS_KEPT = 4  # a served model's two factor arrays, and another model's during a reload
 _SOLVERS_LOCK = threading.Lock()
 
 
 def _solver(item_factors: np.ndarray, regularization: float, reuse: bool) -> Any:
-    """implicit's ALS holding `item_factors`, with YᵀY computed (kept for `reuse`)."""
+    """implicit's ALS holding `item_factors`, with YᵀY set (kept for `reuse`)."""
+    y = np.ascontiguousarray(item_factors, dtype=np.float32)
+    if not reuse:
+        return _new_solver(y, regularization, _Gram().update(y))
+    owner = item_factors
+    base = item_factors.base
+    if y is item_factors and isinstance(base, np.ndarray) and base.ctypes.data == y.ctypes.data:
+        owner = base  # a leading view shares its first rows with the buffer's earlier views
+    key = (id(owner), float(regularization))
+    with _SOLVERS_LOCK:
+        hit = _SOLVERS.get(key)
+        if hit is not None and hit[0] is owner:  # the id of a live object is unique
+            _SOLVERS.move_to_end(key)
+            _, gram, solver, given = hit
+            if given is item_factors:
+                return solver
+            if owner is item_factors or y.shape[0] < gram.rows:  # not rows added below
+                return _new_solver(y, regularization, _Gram().update(y))
+        else:
+            gram = _Gram()
+        solver = _new_solver(y, regularization, gram.update(y))
+        _SOLVERS[key] = (owner, gram, solver, item_factors)
+        while len(_SOLVERS) > _SOLVERS_KEPT:
+            _SOLVERS.popitem(last=False)
+        return solver
+
+
+def _new_solver(y: np.ndarray, regularization: float, yty: np.ndarray) -> Any:
     from implicit.cpu.als import AlternatingLeastSquares
 
-    key = (id(item_factors), float(regularization))
-    if reuse:
-        with _SOLVERS_LOCK:
-            hit = _SOLVERS.get(key)
-            if hit is not None and hit[0] is item_factors:  # the id of a live object is unique
-                _SOLVERS.move_to_end(key)
-                return hit[1]
-    y = np.ascontiguousarray(item_factors, dtype=np.float32)
     solver = AlternatingLeastSquares(
         factors=y.shape[1], regularization=regularization, alpha=1.0, num_threads=0
     )
     solver.item_factors = y
-    _ = solver.YtY  # computed once here, cached on the solver
-    if reuse:
-        with _SOLVERS_LOCK:
-            _SOLVERS[key] = (item_factors, solver)
-            while len(_SOLVERS) > _SOLVERS_KEPT:
-                _SOLVERS.popitem(last=False)
+    solver._YtY = yty  # implicit's cached YᵀY (its `YtY` property computes it when None)
     return solver
 
 

@@ -126,9 +126,9 @@ class _Gram:
 
     Each block of GRAM_BLOCK rows (counted from row 0) contributes its own Gram matrix, in
     float64, and the blocks are added in row order. The sum is then the same for the same
-    rows however they arrived: a restarted service that adds its items in one batch gets
-    exactly the YᵀY of one that added them one by one, so both fold visitors in alike. A new
-    row costs one block's recount, not the whole array's.
+    rows however they arrived: one by one to a running service, or in one batch when a
+    restarted one replays its items. A new row costs one block's recount, not the whole
+    array's.
     """
 
     def __init__(self) -> None:

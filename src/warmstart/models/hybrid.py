@@ -745,8 +745,8 @@ class WarmStartRecommender(TextAware, Recommender):
         two thirds of an item's 65 ms. The array is a leading view of a buffer with rows to
         spare; a new view takes the added rows, and rows an older view shows are never written,
         so whoever holds that view still reads the same values. A full buffer grows by an
-        eighth (amortised, a few row copies per added row). A new view is a new object, so
-        caches keyed by the array (moments, the fold-in's YᵀY) see a new array, as before.
+        eighth (amortised, a few row copies per added row). A new view is a new object, so the
+        moments see a new array; the fold-in keeps YᵀY per buffer and counts the new rows only.
         """
         current: np.ndarray = getattr(self, name)
         n, k = current.shape[0], rows.shape[0]

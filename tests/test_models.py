@@ -691,12 +691,16 @@ def test_fold_in_of_a_growing_array_recounts_only_its_last_block(
     rng = np.random.default_rng(2)
     buf = rng.normal(size=(120, 6)).astype(np.float32)
     rows = sp.csr_matrix((np.full(3, 2.0, np.float32), ([0, 0, 1], [3, 40, 90])), shape=(2, 120))
+    full_sum = None
     for n in (90, 91, 96, 97, 120):  # 96 completes a block
         view = buf[:n]
         got = fold_in(view, rows[:, :n], 0.1, reuse=True)
         np.testing.assert_array_equal(got, fold_in(buf[:n].copy(), rows[:, :n], 0.1))
         (gram,) = [g for array, g, _, _ in cf._SOLVERS.values() if array is buf]
         assert (gram.rows, gram.blocks) == (n, n // 16)
+        # the sum over complete blocks is kept while no block completes (91 and 97)
+        assert (gram.full is full_sum) == (n in (91, 97))
+        full_sum = gram.full
     older = fold_in(buf[:50], rows[:, :50], 0.1, reuse=True)  # a shorter view: counted apart
     np.testing.assert_array_equal(older, fold_in(buf[:50].copy(), rows[:, :50], 0.1))
     assert gram.rows == 120

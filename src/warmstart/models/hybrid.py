@@ -742,7 +742,7 @@ class WarmStartRecommender(TextAware, Recommender):
         """Replace the item array `name` by itself with `rows` below, without copying it.
 
         Items arrive one POST at a time, and copying three 100,000-row arrays per item took
-        two thirds of an item's 65 ms. The array is a leading view of a buffer with rows to
+        most of an item's 57 ms. The array is a leading view of a buffer with rows to
         spare; a new view takes the added rows, and rows an older view shows are never written,
         so whoever holds that view still reads the same values. A full buffer grows by an
         eighth (amortised, a few row copies per added row). A new view is a new object, so the

@@ -2,7 +2,7 @@
 
 warmstart scores a user with few or no interactions as z(own score) + a * z(the named items'
 co-occurrence neighbours) + b * fade(n) * z(popularity), and chooses a and b by NDCG@20 on users
-held out of a refit, served with nothing or their earliest 3 items. This script rebuilds that
+held out of a refit, served with nothing or their earliest 3 items. This script takes that
 validation split and reports, for a grid of (a, b):
 
   - NDCG@20 with nothing revealed and with the earliest 3 items revealed (what the choice uses);
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 GRID = [(1.0, 32.0), (1.0, 16.0), (2.0, 16.0), (2.0, 8.0), (1.0, 4.0), (2.0, 4.0), (2.0, 2.0)]
 STAR_WARS = [50, 172, 181]  # Star Wars (1977), The Empire Strikes Back, Return of the Jedi
@@ -38,8 +37,6 @@ def main() -> None:
     from warmstart.eval.metrics import NDCG
     from warmstart.index.exact import topk
     from warmstart.models import WarmStartRecommender
-    from warmstart.models.base import ProfileQuery
-    from warmstart.models.cf import profile_rows
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--min-rating", type=float, default=None)
@@ -54,39 +51,12 @@ def main() -> None:
     chosen = (model.neighbour_weight_, model.popularity_weight_)
     revealed = cfg.cold_user_revealed
 
-    # The validation split of WarmStartRecommender._choose_cold_user_weights, rebuilt.
-    rng = np.random.default_rng([cfg.seed, 1])
-    eligible = np.flatnonzero(ds.user_counts() > revealed + 2)
-    n_val = min(round(cfg.cold_user_fraction * len(eligible)), 500)
-    users = np.sort(rng.choice(eligible, size=n_val, replace=False))
-    sub = model._refit_model(
-        lambda_items=model.lambda_items_,
-        lambda_users=model.lambda_users_,
-        text_profile_weight=model.text_profile_weight_,
-        neighbour_weight=0.0,
-        popularity_weight=0.0,
-    )
-    sub.fit(ds.with_interactions(~np.isin(ds.users, users)))
-    texts = ds.user_texts()
-    order = {}
-    for u in users:
-        pos = np.flatnonzero(ds.users == u)
-        if ds.timestamps is None:
-            order[int(u)] = rng.permutation(pos)
-        else:
-            order[int(u)] = pos[np.argsort(ds.timestamps[pos], kind="stable")]
-    cases = []
-    for n in (0, revealed):
-        queries = [
-            ProfileQuery(text=None, attribute_text=texts[u], items=ds.items[order[u][:n]])
-            for u in order
-        ]
-        rows = np.repeat(np.arange(len(order)), [len(v) - n for v in order.values()])
-        cols = np.concatenate([ds.items[v[n:]] for v in order.values()])
-        truth = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(order), ds.n_items)
-        )
-        cases.append((sub.score_profiles(queries), profile_rows(queries, ds.n_items), truth))
+    # The validation WarmStartRecommender._choose_cold_user_weights decides on.
+    validation = model._cold_user_cases(ds)
+    if validation is None:
+        raise SystemExit("too few users to hold out for the cold-user validation")
+    sub, cases = validation
+    users = cases[0][2].shape[0]
     named = cases[1][1]  # the revealed items, excluded from both lists below
     genres = ds.item_features["genres"].astype(str)
     onehot = genres.str.get_dummies(sep="|").to_numpy(dtype=np.float64)
@@ -135,7 +105,7 @@ def main() -> None:
         )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        out = {"min_rating": args.min_rating, "validation_users": len(order), "results": results}
+        out = {"min_rating": args.min_rating, "validation_users": users, "results": results}
         args.output.write_text(json.dumps(out, indent=2))
 
 

@@ -277,14 +277,14 @@ class VectorIndex:
         grows with it. Below the threshold the pool is the exact top `count`.
         """
         count = _positive_int(count, "count")
-        if expansion is not None and expansion < 1:
-            raise ValueError(f"expansion must be >= 1, got {expansion}")
+        depth = (
+            self._expansion_search if expansion is None else _positive_int(expansion, "expansion")
+        )
         q = self._queries(np.ravel(query), "query")
         with self._lock:
             if self._hnsw is None or self._n == 0:
                 keys = self._exact_search(q, count, None)[0][0]
                 return keys[keys >= 0]
-            depth = self._expansion_search if expansion is None else int(expansion)
             self._hnsw.expansion_search = depth  # type: ignore[misc]  # (usearch has a setter)
             try:
                 found, counts = self._hnsw_query(q, min(count, self._n))

@@ -442,12 +442,46 @@ class WarmStartRecommender(TextAware, Recommender):
         both cases.
         """
         cfg = self.config
-        fallback = (a if a is not None else 0.0, b if b is not None else 0.0)
+        validation = self._cold_user_cases(dataset)
+        if validation is None:  # too few to choose anything on: no cold-user blending
+            return (a if a is not None else 0.0, b if b is not None else 0.0)
+        sub, cases = validation
+        pop = sub._pop()
+        k = cfg.validation_k
+
+        metric = NDCG(k)
+
+        def ndcg(weights: tuple[float, float]) -> float:
+            values = []
+            for base, rows, truth in cases:
+                ids, _ = topk(sub._cold_blend(base, rows, weights, pop), k, rows)
+                values.append(metric.calc(ids, truth))
+            return float(np.mean(values))
+
+        grid = [
+            (ga, gb)
+            for ga in ((a,) if a is not None else cfg.neighbour_grid)
+            for gb in ((b,) if b is not None else cfg.popularity_grid)
+        ]
+        best = max(grid, key=ndcg)
+        log.info("chose neighbour_weight=%s popularity_weight=%s on held-out users", *best)
+        return best
+
+    def _cold_user_cases(
+        self, dataset: Dataset
+    ) -> tuple[WarmStartRecommender, list[tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]]] | None:
+        """The validation `_choose_cold_user_weights` decides on, or None with under 20 users.
+
+        A refit without the held-out users, and per case (nothing revealed, then the earliest
+        `cold_user_revealed` items): their unblended scores, the revealed items as rows, and
+        the rest of their items as the truth.
+        """
+        cfg = self.config
         rng = np.random.default_rng([cfg.seed, 1])
         eligible = np.flatnonzero(dataset.user_counts() > cfg.cold_user_revealed + 2)
         n_val = min(round(cfg.cold_user_fraction * len(eligible)), 500)
-        if n_val < 20:  # too few to choose anything on: no cold-user blending
-            return fallback
+        if n_val < 20:
+            return None
         users = np.sort(rng.choice(eligible, size=n_val, replace=False))
         held = np.isin(dataset.users, users)
         sub = self._refit_model(
@@ -479,26 +513,7 @@ class WarmStartRecommender(TextAware, Recommender):
             )
             rows = profile_rows(queries, dataset.n_items)
             cases.append((sub.score_profiles(queries), rows, truth))
-        pop = sub._pop()
-        k = cfg.validation_k
-
-        metric = NDCG(k)
-
-        def ndcg(weights: tuple[float, float]) -> float:
-            values = []
-            for base, rows, truth in cases:
-                ids, _ = topk(sub._cold_blend(base, rows, weights, pop), k, rows)
-                values.append(metric.calc(ids, truth))
-            return float(np.mean(values))
-
-        grid = [
-            (ga, gb)
-            for ga in ((a,) if a is not None else cfg.neighbour_grid)
-            for gb in ((b,) if b is not None else cfg.popularity_grid)
-        ]
-        best = max(grid, key=ndcg)
-        log.info("chose neighbour_weight=%s popularity_weight=%s on held-out users", *best)
-        return best
+        return sub, cases
 
     def _refit_model(self, **overrides: Any) -> WarmStartRecommender:
         """A plain warmstart with this model's settings and encoder, for a validation refit."""
@@ -929,7 +944,9 @@ def _dense_columns(rows: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
     if ordered.size > 1 and np.any(ordered[1:] == ordered[:-1]):
         return np.asarray(rows[:, cols].toarray(), dtype=np.float64)  # repeated columns
     rows = rows.tocsr()
-    rows.sum_duplicates()
+    if not rows.has_canonical_format:  # sorted, without duplicates; on a copy, not the caller's
+        rows = rows.copy()
+        rows.sum_duplicates()
     out = np.zeros((rows.shape[0], cols.size), dtype=np.float64)
     if ordered.size == 0 or rows.nnz == 0:
         return out

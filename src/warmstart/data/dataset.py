@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from warmstart.data.idmap import IdMap
+from warmstart.data.templates import short_label
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,10 @@ class Dataset:
         """A human-readable label for an internal item: its title, else its text, else its id."""
         if "title" in self.item_features.columns:
             title = self.item_features["title"].iat[idx]
-            if isinstance(title, str) and title:
-                return title
+            if isinstance(title, str) and title.strip():
+                return short_label(title)
         if self.item_text and self.item_text[idx]:
-            text = str(self.item_text[idx])
-            return text if len(text) <= 80 else text[:77] + "..."
+            return short_label(str(self.item_text[idx]))
         return str(self.item_ids.to_external([idx])[0])
 
     def with_interactions(self, keep: np.ndarray) -> Dataset:

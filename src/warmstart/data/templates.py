@@ -217,3 +217,20 @@ def _join(text: str, separator: str) -> str:
     ):
         separator = separator[1:]
     return text + separator
+
+
+LABEL_CHARS = 80
+
+
+def short_label(text: str, limit: int = LABEL_CHARS) -> str:
+    """A title or text on one line, cut to `limit` characters (ending "...") when longer.
+
+    Every title a model or the service shows goes through here, so a response that repeats
+    titles (explanations name the items they resemble) stays bounded whatever an item's title.
+    Only the head of a long text is read.
+    """
+    head = text[: 4 * limit]
+    words = " ".join(head.split())
+    if len(words) <= limit and len(head) == len(text):
+        return words
+    return words[: limit - 3].rstrip() + "..."

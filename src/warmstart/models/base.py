@@ -8,6 +8,7 @@ same way at its edges.
 from __future__ import annotations
 
 import json
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -456,17 +457,46 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
-        """Load any saved model; `Recommender.load` picks the class named in model.json."""
+        """Load any saved model; `Recommender.load` picks the class named in model.json.
+
+        Any way the folder can be broken (missing or damaged files, a config of the wrong
+        shape, arrays that do not fit the catalogue or each other) is a `ModelFormatError`
+        naming the folder and what is wrong. What the folder says never decides where warmstart
+        writes: the embedding cache folder is the caller's choice, not the config's.
+        """
+        directory = Path(directory)
+        try:
+            model = cls._load(directory)
+            model._check_state()
+        except ModelFormatError as exc:
+            if str(directory) in str(exc):
+                raise
+            raise ModelFormatError(f"{directory}: {exc}") from exc
+        except KeyError as exc:
+            raise ModelFormatError(
+                f"{directory}: incomplete model: no {exc} in its files; save or fit it again"
+            ) from exc
+        except Exception as exc:  # a damaged file fails in many ways (zip, numpy, pydantic, ...)
+            raise ModelFormatError(
+                f"{directory}: cannot load the model ({type(exc).__name__}: {exc})"
+            ) from exc
+        return model
+
+    @classmethod
+    def _load(cls, directory: Path) -> Recommender:
         from warmstart.models.registry import model_class
 
-        directory = Path(directory)
         meta_path = directory / "model.json"
         if not meta_path.is_file():
             raise ModelFormatError(f"{directory} is not a saved warmstart model (no model.json)")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFormatError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ModelFormatError(
+                f"{meta_path}: expected a JSON object, not {type(meta).__name__}"
+            )
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelFormatError(
                 f"{meta_path}: format version {meta.get('format_version')!r}, this warmstart reads "
@@ -475,12 +505,28 @@ class Recommender(ABC):
         klass = model_class(str(meta.get("model")))
         if cls is not Recommender and not issubclass(klass, cls):
             raise ModelFormatError(f"{directory} holds a {klass.__name__}, not a {cls.__name__}")
-        model = klass(**meta["config"])
-        arrays = read_npz(directory / "state.npz")
+        config = meta.get("config")
+        if not isinstance(config, dict):
+            raise ModelFormatError(f"{meta_path}: 'config' must be a JSON object")
+        try:
+            klass.Config.model_validate(config)  # strict: only the config's own fields
+        except ValueError as exc:
+            raise ModelFormatError(f"{meta_path}: invalid config: {exc}") from exc
+        model = klass(**config)
+        state = directory / "state.npz"
+        try:
+            arrays = read_npz(state)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelFormatError(
+                f"{state}: missing or damaged ({type(exc).__name__}: {exc})"
+            ) from exc
         model._catalogue = Catalogue.load(directory)
         model._popularity = model._popularity_from(model._catalogue)
         model._set_state(arrays)
         return model
+
+    def _check_state(self) -> None:  # noqa: B027 (optional hook)
+        """After loading: raise ModelFormatError where the arrays do not fit the catalogue."""
 
 
 def _check_k(k: int) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from warmstart.data.dataset import Dataset
+from warmstart.data.templates import short_label
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.cf import profile_rows
@@ -297,9 +298,11 @@ def _new_items(
             )
         rendered.append(text.strip())
     labels = [
-        (titles[j] if titles is not None and titles[j] else None)
-        or (str((attributes[j] or {}).get("title") or "") if attributes is not None else "")
-        or (rendered[j] if len(rendered[j]) <= 80 else rendered[j][:77] + "...")
+        short_label(
+            (titles[j] if titles is not None and titles[j] else None)
+            or (str((attributes[j] or {}).get("title") or "") if attributes is not None else "")
+            or rendered[j]
+        )
         for j in range(len(ids))
     ]
     return ids, rendered, labels

@@ -7,6 +7,7 @@ and so a saved model can serve on its own (`warmstart recommend --model DIR`).
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -119,20 +120,46 @@ class Catalogue:
             with np.load(directory / "catalogue.npz", allow_pickle=False) as z:
                 shape = tuple(int(x) for x in z["shape"])
                 seen = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-        except (OSError, KeyError, ValueError) as exc:
+            catalogue = cls(
+                user_ids=IdMap(_ids(meta["user_ids"])),
+                item_ids=IdMap(_ids(meta["item_ids"])),
+                seen=seen,
+                item_text=tuple(meta["item_text"]),
+                user_text=tuple(meta["user_text"]),
+                titles=tuple(meta["titles"]),
+                item_template=meta.get("item_template"),
+                user_template=meta.get("user_template"),
+            )
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelFormatError(
-                f"{directory}: cannot read the model's catalogue: {exc}"
+                f"{directory}: cannot read the model's catalogue: {type(exc).__name__}: {exc}"
             ) from exc
-        return cls(
-            user_ids=IdMap(_ids(meta["user_ids"])),
-            item_ids=IdMap(_ids(meta["item_ids"])),
-            seen=seen,
-            item_text=tuple(meta["item_text"]),
-            user_text=tuple(meta["user_text"]),
-            titles=tuple(meta["titles"]),
-            item_template=meta.get("item_template"),
-            user_template=meta.get("user_template"),
-        )
+        catalogue.check()
+        return catalogue
+
+    def check(self) -> None:
+        """ModelFormatError unless every per-item and per-user list fits the id maps."""
+        n_users, n_items = self.n_users, self.n_items
+        problems = [
+            f"{name} has {size} entries for {n} {kind}"
+            for name, size, n, kind in (
+                ("item_text", len(self.item_text), n_items, "items"),
+                ("titles", len(self.titles), n_items, "items"),
+                ("user_text", len(self.user_text), n_users, "users"),
+            )
+            if size != n
+        ]
+        if self.seen.shape != (n_users, n_items):
+            problems.append(f"the interactions are {self.seen.shape}, not {(n_users, n_items)}")
+        else:
+            try:
+                self.seen.check_format(full_check=True)
+            except ValueError as exc:
+                problems.append(f"the interactions are not a valid sparse matrix ({exc})")
+        if any(not isinstance(t, str) for t in self.item_text + self.titles):
+            problems.append("item_text and titles must be strings")
+        if problems:
+            raise ModelFormatError("inconsistent catalogue: " + "; ".join(problems))
 
 
 def _ids(values: list[Any]) -> np.ndarray:

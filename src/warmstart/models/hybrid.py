@@ -14,6 +14,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from warmstart.data.dataset import Dataset
+from warmstart.data.templates import short_label
+from warmstart.errors import ModelFormatError
 from warmstart.eval.metrics import NDCG, hit_matrix
 from warmstart.index.exact import topk
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
@@ -813,7 +815,7 @@ class WarmStartRecommender(TextAware, Recommender):
         if moments is not None:
             moments.replace(before, np.hstack([vectors[changed], embeddings[changed]]))
         self._keep_moments(moments)
-        labels = list(titles) if titles is not None else [_label(t.strip()) for t in texts]
+        labels = [short_label(t) for t in (titles if titles is not None else texts)]
         self._catalogue = self.catalogue.with_item_texts(items, [t.strip() for t in texts], labels)
 
     # ---- persistence ---------------------------------------------------------------------
@@ -861,9 +863,50 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
         self.user_map = FactorMap.from_arrays(arrays, "user_map")
 
-
-def _label(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
+    def _check_state(self) -> None:
+        """Every array has a row per catalogue item or user, dimensions agree, values finite."""
+        cat = self.catalogue
+        problems: list[str] = []
+        rows = {
+            "item_embeddings": cat.n_items,
+            "item_cf": cat.n_items,
+            "item_vectors": cat.n_items,
+            "user_text_embeddings": cat.n_users,
+            "user_cf": cat.n_users,
+            "user_vectors": cat.n_users,
+        }
+        for name, n in rows.items():
+            array = getattr(self, name)
+            if array.ndim != 2 or array.shape[0] != n:
+                problems.append(f"{name} has shape {array.shape}, expected {n} rows")
+            elif not np.all(np.isfinite(array)):
+                problems.append(f"{name} holds NaN or infinite values")
+        if not problems:
+            pairs = [
+                ("item_cf", "user_cf"),
+                ("item_vectors", "user_vectors"),
+                ("item_embeddings", "user_text_embeddings"),
+            ]
+            for a, b in pairs:
+                da, db = getattr(self, a).shape[1], getattr(self, b).shape[1]
+                if da != db:
+                    problems.append(f"{a} has {da} columns but {b} has {db}")
+            if self.item_vectors.shape[1] != self.item_cf.shape[1] + self.item_embeddings.shape[1]:
+                problems.append("item_vectors are not [item_cf | item_embeddings] wide")
+            if self.neighbour_sim.shape != (cat.n_items, cat.n_items):
+                problems.append(f"neighbour_sim is {self.neighbour_sim.shape}, not items x items")
+            if self.cov_cf.shape != (self.item_cf.shape[1],) * 2:
+                problems.append(f"cov_cf is {self.cov_cf.shape}")
+            if self.cov_text.shape != (self.item_embeddings.shape[1],) * 2:
+                problems.append(f"cov_text is {self.cov_text.shape}")
+            assert self.item_map is not None
+            if self.item_map.input_dim != self.item_embeddings.shape[1]:
+                problems.append(
+                    f"the item text map reads {self.item_map.input_dim} dimensions, the "
+                    f"embeddings have {self.item_embeddings.shape[1]}"
+                )
+        if problems:
+            raise ModelFormatError("inconsistent arrays: " + "; ".join(problems))
 
 
 def _weight(n: np.ndarray, lam: float) -> np.ndarray:

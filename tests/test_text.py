@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -335,3 +336,30 @@ def test_memory_cache_encodes_each_text_once_and_evicts_the_oldest(tmp_path: Pat
     assert later.seen == []  # found on disk
     with pytest.raises(ValueError, match="max_texts"):
         MemoryCachedEncoder(inner, max_texts=0)
+
+
+def test_memory_cache_is_bounded_in_bytes_and_keeps_no_text() -> None:
+    """Each entry costs the same however long its text (the text's hash is the key), and
+    `nbytes` stays within `max_bytes`."""
+    import tracemalloc
+
+    inner = HashingEncoder(384)
+    entry = MemoryCachedEncoder.ENTRY_OVERHEAD + 4 * 384
+    memo = MemoryCachedEncoder(inner, max_texts=10_000, max_bytes=300 * entry)
+    memo.encode(["warm"])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        texts = [f"{j} " + "\U0001f600 long profile words " * 800 for j in range(200)]  # 80 kB each
+        for text in texts:
+            memo.encode([text])
+        held = tracemalloc.get_traced_memory()[0] - before - sum(map(sys.getsizeof, texts))
+    finally:
+        tracemalloc.stop()
+    assert len(memo) == 201 and memo.nbytes == 201 * entry
+    assert held < 200 * entry * 1.2, held  # not the texts: about their vectors only
+    for j in range(500):
+        memo.encode([f"more {j}"])
+    assert len(memo) == 300 and memo.nbytes <= memo.max_bytes
+    with pytest.raises(ValueError, match="max_bytes"):
+        MemoryCachedEncoder(inner, max_bytes=100)

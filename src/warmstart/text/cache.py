@@ -212,19 +212,28 @@ def encoder_from_name(
 
 
 class MemoryCachedEncoder:
-    """Wraps a `TextEncoder` with a bounded in-memory cache (least recently used out).
+    """Wraps a `TextEncoder` with an in-memory cache bounded in entries and in bytes (least
+    recently used out).
 
     For a long-running service: the texts it meets (visitors' queries, users' descriptions)
     are mostly new, and the disk cache would write a file for each one and list them all on
     every miss, getting slower as it grows. A user's stored description, met again on each of
-    their requests, is encoded once while it stays among the `max_texts` most recent.
+    their requests, is encoded once while it stays among the most recent. Entries are keyed by
+    the text's sha256, not the text, so each costs the same (`ENTRY_OVERHEAD` plus its vector)
+    however long the text: `nbytes` never exceeds `max_bytes`.
 
     Texts encoded inside `persisting()` (a service's catalogue items) still go through the
     disk cache when `encoder` is a `CachedEncoder`: a restart then finds exactly the vectors
     it had, instead of encoding them again.
     """
 
-    def __init__(self, encoder: TextEncoder, max_texts: int = 20_000) -> None:
+    # Bytes per entry besides its vector data: key, array header, dict slot (560 measured with
+    # tracemalloc at dim 384).
+    ENTRY_OVERHEAD = 600
+
+    def __init__(
+        self, encoder: TextEncoder, max_texts: int = 20_000, max_bytes: int = 64 * 2**20
+    ) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         self.disk = encoder if isinstance(encoder, CachedEncoder) else None
@@ -233,10 +242,15 @@ class MemoryCachedEncoder:
         )
         self.name: str = self.encoder.name
         self.dim: int = self.encoder.dim
+        entry = self.ENTRY_OVERHEAD + 4 * self.dim
+        if max_bytes < entry:
+            raise ValueError(f"max_bytes must hold one entry ({entry} bytes), got {max_bytes}")
         self.max_texts = max_texts
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._entry_bytes = entry
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -244,7 +258,19 @@ class MemoryCachedEncoder:
         return len(self._vectors)
 
     def __repr__(self) -> str:
-        return f"MemoryCachedEncoder({self.encoder!r}, max_texts={self.max_texts})"
+        return (
+            f"MemoryCachedEncoder({self.encoder!r}, max_texts={self.max_texts}, "
+            f"max_bytes={self.max_bytes})"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the cached entries take (vectors, keys and bookkeeping)."""
+        return len(self._vectors) * self._entry_bytes
+
+    def warm_up(self) -> None:
+        """Load the encoder's weights now (a first encode), without caching anything."""
+        self.encoder.encode(["warm-up"], show_progress=False)
 
     @contextlib.contextmanager
     def persisting(self) -> Iterator[None]:
@@ -266,16 +292,19 @@ class MemoryCachedEncoder:
         """Vectors in input order; only distinct texts not in memory reach the encoder."""
         checked = _check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        keys = [_text_key(t) if has_text(t) else None for t in checked]
         # One call at a time: the service's engine already runs one request at a time, and
         # encoding outside the lock was measured to gain nothing (the cores are the limit).
         with self._lock:
-            missing = list(
-                dict.fromkeys(t for t in checked if has_text(t) and t not in self._vectors)
-            )
+            missing: dict[bytes, str] = {}
+            for key, text in zip(keys, checked, strict=True):
+                if key is not None and key not in self._vectors and key not in missing:
+                    missing[key] = text
+            fresh: dict[bytes, np.ndarray] = {}
             if missing:
                 vectors = np.asarray(
                     self._source().encode(
-                        missing, batch_size=batch_size, show_progress=show_progress
+                        list(missing.values()), batch_size=batch_size, show_progress=show_progress
                     ),
                     dtype=np.float32,
                 )
@@ -284,13 +313,20 @@ class MemoryCachedEncoder:
                         f"encoder {self.name!r} returned shape {vectors.shape}, "
                         f"expected {(len(missing), self.dim)}"
                     )
-                self._vectors.update(zip(missing, vectors.copy(), strict=True))
+                # A copy per row: a row view would keep its whole batch alive after eviction.
+                fresh = {k: v.copy() for k, v in zip(missing, vectors, strict=True)}
             self.misses += len(missing)
-            self.hits += sum(has_text(t) for t in checked) - len(missing)
-            for row, text in enumerate(checked):
-                if has_text(text):
-                    out[row] = self._vectors[text]
-                    self._vectors.move_to_end(text)
-            while len(self._vectors) > self.max_texts:
+            self.hits += sum(k is not None for k in keys) - len(missing)
+            for row, key in enumerate(keys):
+                if key is None:
+                    continue
+                vector = fresh.get(key)
+                if vector is None:
+                    vector = self._vectors[key]
+                    self._vectors.move_to_end(key)
+                out[row] = vector
+            self._vectors.update(fresh)
+            limit = min(self.max_texts, self.max_bytes // self._entry_bytes)
+            while len(self._vectors) > limit:
                 self._vectors.popitem(last=False)
         return out

@@ -244,11 +244,19 @@ class MultilingualEncoder:
 _TOKEN_RE = re.compile(r"\w+")
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _bucket(token: str, dim: int) -> tuple[int, float]:
+def _hash_bucket(token: str, dim: int) -> tuple[int, float]:
     """Stable (bucket, sign) for a token; blake2b, unlike hash(), is the same in every process."""
     h = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
     return (h >> 1) % dim, 1.0 if h & 1 else -1.0
+
+
+_cached_bucket = functools.lru_cache(maxsize=1 << 16)(_hash_bucket)
+
+
+def _bucket(token: str, dim: int) -> tuple[int, float]:
+    """`_hash_bucket`, remembered for words of up to 32 characters (a cache of 65,536 words of
+    any length could hold gigabytes)."""
+    return _cached_bucket(token, dim) if len(token) <= 32 else _hash_bucket(token, dim)
 
 
 class HashingEncoder:

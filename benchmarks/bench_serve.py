@@ -372,9 +372,9 @@ def serving(
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the server exited with {proc.returncode}:\n{tail}")
             if time.perf_counter() - t0 > timeout:
-                raise RuntimeError(f"the server did not answer /healthz within {timeout:.0f} s")
+                raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             time.sleep(0.25)
         startup = time.perf_counter() - t0

@@ -19,27 +19,15 @@ import numpy as np
 import pytest
 import uvicorn
 
-from synthetic import GROUPS, Synthetic, make_synthetic
+from synthetic import GROUPS, Synthetic
 from warmstart.models import Recommender
-from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve.app import ServeSettings, create_app
+from warmstart.serve.http import server_config
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ADMIN = "admin-key-456"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
-CF = {"factors": 16, "iterations": 15, "regularization": 0.05, "num_threads": 1, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def data() -> Synthetic:
-    return make_synthetic()
-
-
-@pytest.fixture(scope="module")
-def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = WarmStartRecommender(encoder="hashing", cf=CF).fit(data.dataset)
-    return model.save(tmp_path_factory.mktemp("model") / "warmstart")
 
 
 @contextmanager
@@ -53,21 +41,41 @@ def serving_url(model_dir: Path, db: Path | str, **settings: Any) -> Iterator[st
         admin_keys=(ADMIN,),  # type: ignore[arg-type]
         **settings,
     )
-    app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server, base = start_server(create_app(cfg), cfg)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        server.thread.join(timeout=10)  # type: ignore[attr-defined]
+
+
+def start_server(app: Any, cfg: ServeSettings, ready: bool = True) -> tuple[uvicorn.Server, str]:
+    """uvicorn as `warmstart serve` configures it, in a thread on a free port; once `ready`
+    (when asked), i.e. once /readyz says the model is loaded."""
+    config = server_config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        header_timeout=cfg.header_timeout,
+        max_header_bytes=cfg.max_header_bytes,
+        max_connections=cfg.max_connections,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
+    server.thread = thread  # type: ignore[attr-defined]
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    while ready and httpx.get(f"{base}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not get ready")
+        time.sleep(0.02)
+    return server, base
 
 
 @contextmanager
@@ -107,7 +115,7 @@ def test_health_needs_no_key_and_everything_else_does(client: httpx.Client) -> N
     # admin routes: 401 without a key, 403 with an ordinary one
     assert client.post("/v1/admin/reload").status_code == 401
     assert client.post("/v1/admin/reload", headers=AUTH).status_code == 403
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/openapi.json", headers=AUTH).json()
     assert "401" in spec["paths"]["/v1/events"]["post"]["responses"]
     assert "403" in spec["paths"]["/v1/admin/reload"]["post"]["responses"]
 
@@ -136,10 +144,18 @@ def test_metrics_count_requests_per_route(client: httpx.Client, data: Synthetic)
     assert f"warmstart_catalogue_items {float(data.n_items)}" in text
 
 
-def test_openapi_is_served(client: httpx.Client) -> None:
-    spec = client.get("/openapi.json").json()
+def test_openapi_needs_a_key_and_no_docs_page_loads_outside_scripts(
+    client: httpx.Client,
+) -> None:
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert client.get(path).status_code == 401, path
+    spec = client.get("/openapi.json", headers=AUTH).json()
     assert "/v1/users/{user_id}/recommendations" in spec["paths"]
     assert "/v1/events" in spec["paths"]
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        page = client.get(path, headers=AUTH)
+        assert page.status_code == 404, path
+        assert "cdn" not in page.text.lower()
 
 
 # ---- routing -----------------------------------------------------------------------------
@@ -389,7 +405,7 @@ def serving_process(
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -582,7 +598,7 @@ def test_retrain_then_reload_swaps_models_without_dropping_requests(
 
         bad = c.post("/v1/admin/reload", headers=ADMIN_AUTH, json={"model": str(tmp_path / "nope")})
         assert bad.status_code == 422 and "model" in bad.text
-        assert c.get("/healthz").json()["items"] == data.n_items + 1
+        assert c.get("/readyz").json()["items"] == data.n_items + 1
 
 
 def test_sighup_reloads_a_model_retrained_in_place(

@@ -20,24 +20,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from synthetic import Synthetic, make_synthetic
-from test_serve import CF, KEY, serving_url
-from warmstart.models.hybrid import WarmStartRecommender
+from synthetic import Synthetic
+from test_serve import KEY, serving_url
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WAIT_S = 20
 INSTALL_HINT = "apt-get install -y chromium chromium-driver"
-
-
-@pytest.fixture(scope="module")
-def data() -> Synthetic:
-    return make_synthetic()
-
-
-@pytest.fixture(scope="module")
-def model_dir(data: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = WarmStartRecommender(encoder="hashing", cf=CF).fit(data.dataset)
-    return model.save(tmp_path_factory.mktemp("model") / "warmstart")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +131,7 @@ def test_page_is_public_self_contained_and_locked_down(base_url: str) -> None:
     assert "'unsafe-inline'" not in csp and "script-src 'sha256-" in csp
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched elsewhere
     assert ".innerHTML" not in page.text
-    spec = httpx.get(base_url + "/openapi.json").json()
+    spec = httpx.get(base_url + "/openapi.json", headers=AUTH).json()
     assert "/" not in spec["paths"]
 
 

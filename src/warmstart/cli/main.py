@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -541,14 +542,34 @@ def serve(
             help="folder for built HNSW graphs, reused on restart (else the warmstart cache)",
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1024, help="larger request bodies get 413")
+    ] = 4 * 1024 * 1024,
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", min=0.1, help="seconds a client has to send headers"),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", min=0.1, help="seconds a client has to send a body")
+    ] = 60.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="open connections; beyond, 503")
+    ] = 1000,
+    text_cache_mib: Annotated[
+        int,
+        typer.Option("--text-cache-mib", min=1, help="memory for cached visitor text vectors"),
+    ] = 64,
 ) -> None:
     """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated).
 
     Admin keys (--admin-key, $WARMSTART_ADMIN_KEYS) may also reload models and run experiments.
+    /healthz answers as soon as the server listens; /readyz says 503 until the model, its
+    indexes and the text encoder are loaded.
     """
     import uvicorn
 
     from warmstart.serve.app import ServeSettings, create_app
+    from warmstart.serve.http import server_config
 
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("WARMSTART_API_KEYS", "").split(",") if k.strip()]
@@ -576,8 +597,33 @@ def serve(
         neighbour_weight=neighbour_weight,
         popularity_weight=popularity_weight,
         index_cache=index_cache,
+        max_body_bytes=max_body_bytes,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        text_cache_bytes=text_cache_mib * 2**20,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+    failed = threading.Event()
+
+    def stop() -> None:  # the model could not be loaded: stop serving, exit non-zero
+        failed.set()
+        server.should_exit = True
+
+    application = create_app(settings, on_load_failure=stop)
+    server = uvicorn.Server(
+        server_config(
+            application,
+            host=host,
+            port=port,
+            header_timeout=settings.header_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.max_connections,
+            log_level=log_level.lower(),
+        )
+    )
+    server.run()
+    if failed.is_set():
+        raise WarmstartError(f"the model at {model} could not be served (the log above says why)")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The FastAPI app factory: `create_app(settings)` builds everything; importing this module builds nothing.
 
-Every route but `/healthz` needs `Authorization: Bearer KEY`. Writes go to the store first and
-are committed before the engine applies them, so an acknowledged item or event survives a crash
+Every route but `/healthz`, `/readyz` and the page at `/` needs `Authorization: Bearer KEY`,
+checked before the body is read (`edge.Edge`). Writes go to the store first and are committed
+before the engine applies them, so an acknowledged item or event survives a crash
 (`Engine.restore` replays the store at start-up).
 """
 
@@ -12,8 +13,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,18 +27,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warmstart import __version__
+from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models.base import Explanation, Recommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve import schemas as s
+from warmstart.serve.edge import Edge, describe, field_names, strict_json_route
 from warmstart.serve.engine import Engine, NoTextError, Ranked
 from warmstart.serve.experiments import ExperimentConflict, Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
-from warmstart.serve.store import EventRecord, ExperimentRecord, ItemRecord, Store, UserRecord
+from warmstart.serve.store import (
+    EventRecord,
+    ExperimentRecord,
+    ItemRecord,
+    Store,
+    StoreError,
+    UserRecord,
+)
 from warmstart.serve.web import install_web
 from warmstart.text.cache import default_cache_dir
 
@@ -54,7 +63,14 @@ class ServeSettings(BaseModel):
     # Keys that may also reload models and start or stop experiments; none: nobody may.
     admin_keys: tuple[SecretStr, ...] = ()
     max_batch: int = Field(default=1000, ge=1)  # entries per POST; more is 413
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(default=60.0, gt=0)  # seconds to receive a whole body; then 408
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive the headers
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_connections: int = Field(default=1000, ge=1)  # beyond it, 503
+    # Visitors' and users' text vectors kept in memory: at most this many, and this many bytes.
+    text_cache_texts: int = Field(default=20_000, ge=1)
+    text_cache_bytes: int = Field(default=64 * 2**20, ge=2**20)
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
     # Where built HNSW graphs are kept, keyed by their content, so a restart on the same model
     # loads them instead of building (about a minute per 100,000 items). None: the warmstart
@@ -71,6 +87,13 @@ class ServeSettings(BaseModel):
             ("popularity_weight", self.popularity_weight),
         )
         return {k: float(v) for k, v in pairs if v is not None}
+
+    @property
+    def max_json_values(self) -> int:
+        """JSON values a body may hold: a full batch of the largest entries (an item with every
+        attribute: 8 values and two per attribute), or a profile naming every item it may."""
+        entries = max(self.max_batch, s.MAX_ITEM_IDS)
+        return entries * (8 + 2 * s.MAX_ATTRIBUTES) + 64
 
 
 class _Metrics:
@@ -97,31 +120,74 @@ class _Metrics:
         self.items = Gauge(
             "warmstart_catalogue_items", "Items that can be recommended", registry=self.registry
         )
+        self.text_cache_entries = Gauge(
+            "warmstart_text_cache_entries",
+            "Visitor and user text vectors held in memory",
+            registry=self.registry,
+        )
+        self.text_cache_bytes = Gauge(
+            "warmstart_text_cache_bytes",
+            "Memory those vectors take (bounded by --text-cache-mib)",
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+
+class NotReadyError(RuntimeError):
+    """The engine is still being built (or failed to be)."""
 
 
 class Service:
     """What the routes share: settings, store, the current engine, and metrics. One per app.
 
-    `engine` is swapped whole by `reload`: a request takes the engine once and finishes on it.
-    Writes (store, then engine) hold `writes`, and so does a reload while it builds the new
-    engine from the store, so no acknowledged write can fall between the old and the new one.
+    The first engine is built by `load` (in the background, see `create_app`); until it is in
+    place the service is not `ready`. `engine` is swapped whole by `reload`: a request takes the
+    engine once and finishes on it. Writes (store, then engine) hold `writes`, and so does a
+    reload while it builds the new engine from the store, so no acknowledged write can fall
+    between the old and the new one.
     """
 
     def __init__(
-        self, settings: ServeSettings, store: Store, engine: Engine, model_dir: Path
+        self, settings: ServeSettings, store: Store, model: WarmStartRecommender | None = None
     ) -> None:
-        self.settings, self.store, self.engine = settings, store, engine
-        self.model_dir = model_dir
+        self.settings, self.store = settings, store
+        self.model_dir = settings.model_dir
+        self._first_model = model
+        self._engine: Engine | None = None
+        self.load_failed = False
         self.writes = threading.RLock()
         self.experiments = Experiments(store)
         self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
-        running = self.experiments.running
-        if running is not None:
-            self._load_arm_models(running.arms)
         self.metrics = _Metrics()
-        self.metrics.items.set(engine.n_items)
         self._admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
         self._keys = [k.get_secret_value().encode() for k in settings.api_keys] + self._admin_keys
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model, its indexes and the text encoder are loaded and the store replayed."""
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise NotReadyError("the model is still loading")
+        return engine
+
+    def load(self) -> None:
+        """Build the first engine, and those of a running experiment's model arms."""
+        with self.writes:
+            engine = build_engine(self.model_dir, self.store, self.settings, self._first_model)
+            running = self.experiments.running
+            if running is not None:
+                self._load_arm_models(running.arms)
+            self._first_model = None
+            self._engine = engine
+            self.metrics.items.set(engine.n_items)
+        log.info("ready: serving the model at %s (%d items)", self.model_dir, engine.n_items)
 
     def authorised(self, token: str) -> bool:
         """Any key (admin keys included)."""
@@ -163,11 +229,14 @@ class Service:
         return engine, blend_of(arm), tag
 
     def reload(self, model_dir: Path | None = None) -> Engine:
-        """Load the model at `model_dir` (default: the current one, re-read) and swap it in."""
+        """Load the model at `model_dir` (default: the current one, re-read) and swap it in.
+
+        Any way the folder can be broken is a ModelFormatError; the served model is untouched.
+        """
         directory = Path(model_dir) if model_dir is not None else self.model_dir
         with self.writes:
             engine = build_engine(directory, self.store, self.settings)
-            self.engine, self.model_dir = engine, directory
+            self._engine, self.model_dir = engine, directory
             self.metrics.items.set(engine.n_items)
         log.info("now serving the model at %s (%d items)", directory, engine.n_items)
         return engine
@@ -182,32 +251,89 @@ def _matches(token: str, keys: list[bytes]) -> bool:
     return found
 
 
-def build_engine(
-    model_dir: Path, store: Store, settings: ServeSettings, model: Recommender | None = None
-) -> Engine:
-    """Load the model (unless given), and replay the store's items, users and new events into it."""
-    if model is None:
-        model = Recommender.load(model_dir)
+def load_model(model_dir: Path) -> WarmStartRecommender:
+    """The saved model the service can serve; ModelFormatError for anything else."""
+    model = Recommender.load(model_dir)
     if not isinstance(model, WarmStartRecommender):
         raise ModelFormatError(
             f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
             f"not {model.name!r}: fit one with `warmstart fit --model-name warmstart`"
         )
-    graphs = settings.index_cache or default_cache_dir() / "hnsw"
-    engine = Engine(model, exact_below=settings.exact_below, blend=settings.blend, graph_dir=graphs)
-    engine.restore(store, since_seq=events_through(model_dir))
+    return model
+
+
+def build_engine(
+    model_dir: Path,
+    store: Store,
+    settings: ServeSettings,
+    model: WarmStartRecommender | None = None,
+) -> Engine:
+    """Load the model (unless given), its indexes and encoder, and replay the store into it.
+
+    Every way a model folder can be broken is a ModelFormatError naming the folder; database
+    failures stay StoreError.
+    """
+    try:
+        if model is None:
+            model = load_model(model_dir)
+        engine = Engine(
+            model,
+            exact_below=settings.exact_below,
+            blend=settings.blend,
+            graph_dir=settings.index_cache or default_cache_dir() / "hnsw",
+            text_cache_texts=settings.text_cache_texts,
+            text_cache_bytes=settings.text_cache_bytes,
+        )
+        engine.check_servable()
+        engine.restore(store, since_seq=events_through(model_dir))
+    except StoreError:
+        raise
+    except ModelFormatError as exc:
+        if str(model_dir) in str(exc):
+            raise
+        raise ModelFormatError(f"{model_dir}: cannot serve this model: {exc}") from exc
+    except Exception as exc:  # a folder can be broken in ways no check foresaw
+        raise ModelFormatError(
+            f"{model_dir}: cannot serve this model ({type(exc).__name__}: {exc})"
+        ) from exc
     return engine
 
 
-def create_app(settings: ServeSettings, model: Recommender | None = None) -> FastAPI:
-    """Open the store, load the model (or use `model`), replay the store into it, and build the app.
+def create_app(
+    settings: ServeSettings,
+    model: WarmStartRecommender | None = None,
+    on_load_failure: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Open the store and read the model (errors here are raised at once), and build the app.
+
+    The engine (indexes, text encoder, the store replayed into the model) is built in a thread
+    when the app starts, so `/healthz` answers at once and `/readyz` says 503 until it is done;
+    every other route also answers 503 until then. If that fails, the error is logged,
+    `/readyz` says so, and `on_load_failure` is called (`warmstart serve` then exits).
 
     SIGHUP reloads the model from its folder (when the app runs in the main thread, as under
     `warmstart serve`); `POST /v1/admin/reload` does the same over HTTP.
     """
     store = Store.open(settings.db_url)
-    engine = build_engine(settings.model_dir, store, settings, model)
-    service = Service(settings, store, engine, settings.model_dir)
+    try:
+        first = model if model is not None else load_model(settings.model_dir)
+        if not isinstance(first, WarmStartRecommender):
+            raise ModelFormatError(
+                f"the service needs a 'warmstart' or 'warmstart-ft' model, not {first.name!r}"
+            )
+    except BaseException:
+        store.close()
+        raise
+    service = Service(settings, store, first)
+
+    def load() -> None:
+        try:
+            service.load()
+        except Exception as exc:
+            service.load_failed = True
+            log.error("could not load the model; not ready: %s", _loggable(exc))
+            if on_load_failure is not None:
+                on_load_failure()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,11 +346,14 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
         except (NotImplementedError, RuntimeError, ValueError, AttributeError):
             log.debug("no SIGHUP handler: not in the main thread, or no such signal here")
+        loader = threading.Thread(target=load, name="warmstart-load", daemon=True)
+        loader.start()
         service.experiments.start()
         yield
         service.experiments.close()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
             loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.to_thread(loader.join)
         store.close()
 
     app = FastAPI(
@@ -232,61 +361,39 @@ def create_app(settings: ServeSettings, model: Recommender | None = None) -> Fas
         version=__version__,
         description="Cold-start recommendations from text and interactions.",
         lifespan=lifespan,
+        docs_url=None,  # the interactive docs load scripts from a CDN; /openapi.json needs a key
+        redoc_url=None,
     )
     app.state.service = service
-    app.add_middleware(_Measure, service=service)
+    app.add_middleware(
+        Edge,
+        gate=service,
+        metrics=service.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+    )
     _install_errors(app)
     _install_routes(app, service)
     install_web(app)
     return app
 
 
+def _loggable(exc: BaseException) -> str:
+    """What a log line may say about an error: the message of our own errors about files and
+    databases (they name paths and masked URLs), only the type and place of anything else."""
+    if isinstance(exc, ModelFormatError | StoreError):
+        return str(exc)
+    return describe(exc)
+
+
 def _reload_logged(service: Service) -> None:
+    if not service.ready:  # the first load reads the folder anyway
+        log.info("SIGHUP while the model is still loading: nothing to reload yet")
+        return
     try:
         service.reload()
-    except Exception:  # a bad model folder must not take the running service down
-        log.exception("reload on SIGHUP failed; still serving the previous model")
-
-
-class _Measure:
-    """Counts and times every request per route, and refuses bodies over the size limit (413).
-
-    A plain ASGI middleware: Starlette's `@app.middleware("http")` runs each request through
-    extra tasks and memory streams, which cost about as much CPU as a warm recommendation.
-    """
-
-    def __init__(self, app: ASGIApp, service: Service) -> None:
-        self.app, self.metrics = app, service.metrics
-        self.limit = service.settings.max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the client gets if the app raises before it answers
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        length = Headers(scope=scope).get("content-length")
-        try:
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                refusal = JSONResponse(
-                    {"detail": f"request body over {self.limit} bytes"}, status_code=413
-                )
-                await refusal(scope, receive, send_status)
-            else:
-                await self.app(scope, receive, send_status)
-        finally:
-            # The router puts the matched route into the scope (this same dict) on its way in.
-            route = str(getattr(scope.get("route"), "path", "unmatched"))
-            method = str(scope["method"])
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+    except Exception as exc:  # a bad model folder must not take the running service down
+        log.error("reload on SIGHUP failed; still serving the previous model: %s", _loggable(exc))
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -306,16 +413,67 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # The offending field's location and message; the input itself is not echoed back
-        # (it may be someone's profile text).
+        # The offending field's location and message; the input itself is not echoed back (it
+        # may be someone's profile text), and a location's user-chosen parts (attribute names)
+        # are cut short. The log says which fields, by name only.
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": [_short(part) for part in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
+        fields = sorted({".".join(_field_part(p) for p in e["loc"]) for e in errors})
+        log.info(
+            "%s %s: 422, %d errors in %s", request.method, _route(request), len(errors), fields[:5]
+        )
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StoreError)
+    async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("%s %s: 503, %s", request.method, _route(request), exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; nothing was changed, try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(NotReadyError)
+    async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "not ready: the model is still loading (see /readyz)"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+
+_LOG_FIELDS = field_names(
+    [s.ItemsIn, s.UsersIn, s.EventsIn, s.ProfileIn, s.ReloadIn, s.ExperimentIn]
+)
+_LOG_FIELDS |= {"body", "query", "path", "k", "exclude_seen", "explain", "user_id", "item_id"}
+
+
+def _field_part(part: Any) -> str:
+    """A location part as a log may show it: field names and positions, nothing a client chose."""
+    if isinstance(part, int) or part in _LOG_FIELDS:
+        return str(part)
+    return "*"
+
+
+def _short(part: Any, limit: int = 64) -> Any:
+    if isinstance(part, str) and len(part) > limit:
+        return part[: limit - 3] + "..."
+    return part
+
+
+def _route(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
 
 
 def _explanation(e: Explanation) -> s.ExplanationOut:
+    # Titles are short already; these also bound those of models saved before they were.
+    e = replace(e, neighbours=tuple((i, short_label(t), sim) for i, t, sim in e.neighbours))
     return s.ExplanationOut(
         summary=e.summary(),
         neighbours=[s.Neighbour(item_id=i, title=t, similarity=sim) for i, t, sim in e.neighbours],
@@ -370,20 +528,40 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             403, "this route needs an admin key (start the server with --admin-key)"
         )
 
-    unauthorised: dict[int | str, dict[str, Any]] = {401: {"model": s.ErrorOut}}
-    router = APIRouter(dependencies=[Depends(require_key)], responses=unauthorised)
+    unauthorised: dict[int | str, dict[str, Any]] = {
+        401: {"model": s.ErrorOut},
+        413: {"model": s.ErrorOut},
+        503: {"model": s.ErrorOut},
+    }
+    strict = strict_json_route(service.settings.max_json_values)
+    router = APIRouter(
+        dependencies=[Depends(require_key)], responses=unauthorised, route_class=strict
+    )
     admin = APIRouter(
         dependencies=[Depends(require_admin)],
         responses={**unauthorised, 403: {"model": s.ErrorOut}},
+        route_class=strict,
     )
     store, metrics, settings = service.store, service.metrics, service.settings
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="how many items")]
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": s.ErrorOut}}
 
     @app.get("/healthz", response_model=s.Health)
-    async def healthz() -> s.Health:  # no blocking work: answered on the event loop
-        engine = service.engine
-        return s.Health(status="ok", items=engine.n_items, model=engine.model.name)
+    async def healthz() -> s.Health:  # liveness: answered on the event loop, loading or not
+        return s.Health(status="ok", ready=service.ready)
+
+    @app.get("/readyz", response_model=s.Ready, responses={503: {"model": s.Ready}})
+    async def readyz() -> s.Ready | JSONResponse:
+        """200 once the model, its indexes and the text encoder are loaded; 503 before."""
+        if service.ready:
+            engine = service.engine
+            return s.Ready(status="ready", model=engine.model.name, items=engine.n_items)
+        failed = service.load_failed
+        body = s.Ready(
+            status="failed" if failed else "loading",
+            detail="the model could not be loaded: see the server log" if failed else None,
+        )
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
     @router.get(
         "/metrics",
@@ -391,7 +569,10 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
     )
     def prometheus() -> Response:
-        metrics.items.set(service.engine.n_items)
+        engine = service.engine
+        metrics.items.set(engine.n_items)
+        metrics.text_cache_entries.set(len(engine.text_cache))
+        metrics.text_cache_bytes.set(engine.text_cache.nbytes)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.post("/v1/items", response_model=s.ItemsOut)
@@ -400,9 +581,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
         with service.writes:
             engine = service.engine
-            engine.check_items(records)
+            rendered = engine.check_items(records)  # before storing: no text, nothing stored
             store.upsert_items(records)
-            created, updated = engine.upsert_items(records)
+            created, updated = engine.upsert_items(records, rendered)
             for other in service.arm_engines.values():
                 other.upsert_items(records)
             metrics.items.set(engine.n_items)
@@ -410,7 +591,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
     @router.delete("/v1/items/{item_id}", responses=not_found)
-    def delete_item(item_id: str) -> dict[str, str]:
+    def delete_item(item_id: s.PathId) -> dict[str, str]:
         with service.writes:
             engine = service.engine
             engine.item(item_id)  # 404 when unknown or already deleted
@@ -431,7 +612,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         return s.UsersOut(upserted=len(records))
 
     @router.get("/v1/users/{user_id}", response_model=s.UserOut, responses=not_found)
-    def get_user(user_id: str) -> s.UserOut:
+    def get_user(user_id: s.PathId) -> s.UserOut:
         text, attributes, known, n = service.engine.user_info(user_id)
         return s.UserOut(
             user_id=user_id,
@@ -473,7 +654,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.RecommendationsOut,
     )
     async def recommend_user(
-        user_id: str, k: K = 10, exclude_seen: bool = True, explain: bool = True
+        user_id: s.PathId, k: K = 10, exclude_seen: bool = True, explain: bool = True
     ) -> s.RecommendationsOut:
         # The read routes are async and send only the engine's work to a thread: a sync route
         # would also validate its response in a second thread hop.
@@ -514,7 +695,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.SimilarOut,
         responses=not_found,
     )
-    async def similar(item_id: str, k: K = 10) -> s.SimilarOut:
+    async def similar(item_id: s.PathId, k: K = 10) -> s.SimilarOut:
         ranked = await run_in_threadpool(service.engine.similar_items, item_id, k=k)
         return s.SimilarOut(
             item_id=item_id,
@@ -534,7 +715,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         target = Path(body.model) if body is not None and body.model else None
         try:
             engine = service.reload(target)
-        except (ModelFormatError, OSError) as exc:
+        except ModelFormatError as exc:
+            log.warning("reload refused; still serving the previous model: %s", exc)
             return JSONResponse({"detail": f"model: {exc}"}, status_code=422)
         return s.ReloadOut(
             model=str(service.model_dir),
@@ -556,7 +738,8 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             service.start_experiment(ExperimentRecord(body.experiment_id, arms))
         except ExperimentConflict as exc:
             return JSONResponse({"detail": str(exc)}, status_code=409)
-        except (ModelFormatError, OSError) as exc:
+        except ModelFormatError as exc:
+            log.warning("experiment refused: %s", exc)
             return JSONResponse({"detail": f"arms: model: {exc}"}, status_code=422)
         return s.ExperimentOut(**service.experiments.report(body.experiment_id))
 
@@ -565,7 +748,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.ExperimentOut,
         responses=not_found,
     )
-    def experiment(experiment_id: str) -> s.ExperimentOut:
+    def experiment(experiment_id: s.PathId) -> s.ExperimentOut:
         try:
             return s.ExperimentOut(**service.experiments.report(experiment_id))
         except KeyError:
@@ -576,7 +759,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         response_model=s.ExperimentOut,
         responses=not_found,
     )
-    def stop_experiment(experiment_id: str) -> s.ExperimentOut:
+    def stop_experiment(experiment_id: s.PathId) -> s.ExperimentOut:
         try:
             service.stop_experiment(experiment_id)
             return s.ExperimentOut(**service.experiments.report(experiment_id))

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from warmstart.errors import UnknownIdError
+from warmstart.data.templates import short_label
+from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
 from warmstart.models.base import Explanation, ProfileQuery
@@ -83,7 +84,7 @@ class _User:
 
 def item_text(record: ItemRecord, template: str | None) -> str | None:
     """An item's text as the model reads it: its own text, else its attributes rendered."""
-    text = record.text.strip() if record.text and record.text.strip() else None
+    text = record.text.strip() if record.text else None
     return text or render_attributes(template, record.attributes)
 
 
@@ -117,6 +118,8 @@ class Engine:
         exact_below: int = 20_000,
         blend: Mapping[str, float] | None = None,
         graph_dir: Path | None = None,
+        text_cache_texts: int = 20_000,
+        text_cache_bytes: int = 64 * 2**20,
     ) -> None:
         if not isinstance(model, WarmStartRecommender):
             raise TypeError(
@@ -124,7 +127,9 @@ class Engine:
                 "other models cannot place new items or users by their text"
             )
         # Visitors' and users' texts are cached in memory only; items also on disk (see the class).
-        self._encoder = MemoryCachedEncoder(model.encoder)
+        self._encoder = MemoryCachedEncoder(
+            model.encoder, max_texts=text_cache_texts, max_bytes=text_cache_bytes
+        )
         model.set_encoder(self._encoder)
         self.model = model
         self._lock = threading.RLock()
@@ -140,6 +145,29 @@ class Engine:
         # The service's own cold-start blend weights, where the operator overrides the model's.
         self.default_blend = dict(blend or {})
         self._rebuild_indexes()
+
+    @property
+    def text_cache(self) -> MemoryCachedEncoder:
+        """The in-memory cache of visitors' and users' text vectors."""
+        return self._encoder
+
+    def check_servable(self) -> None:
+        """Load the text encoder and try each kind of work once, so that a model folder broken
+        in a way its arrays do not show (an encoder of another dimension than its embeddings, a
+        text map that does not fit its factors) fails here, when it is loaded, and not on a
+        user's request; and so that the first request does not pay for loading the encoder."""
+        m = self.model
+        self._encoder.warm_up()
+        dims = m.item_embeddings.shape[1]
+        if self._encoder.dim != dims:
+            raise ModelFormatError(
+                f"its encoder {m.config.encoder!r} makes {self._encoder.dim}-dimensional vectors, "
+                f"but its item embeddings have {dims} dimensions"
+            )
+        if m.catalogue.n_items and m.item_map is not None:
+            m.item_map.predict(m.item_embeddings[:1])
+            probe = ProfileQuery(text="warm-up", attribute_text=None, items=np.array([0]))
+            m.score_profiles([probe])
 
     # ---- indexes -------------------------------------------------------------------------
     def _rebuild_indexes(self) -> None:
@@ -220,9 +248,15 @@ class Engine:
             rendered.append(text)
         return rendered
 
-    def upsert_items(self, records: Sequence[ItemRecord]) -> tuple[list[str], list[str]]:
-        """Create or edit items; returns (created ids, updated ids). Recommendable on return."""
-        rendered = self.check_items(records)
+    def upsert_items(
+        self, records: Sequence[ItemRecord], rendered: Sequence[str] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Create or edit items; returns (created ids, updated ids). Recommendable on return.
+
+        `rendered`: what `check_items(records)` returned, when the caller has it already.
+        """
+        if rendered is None:
+            rendered = self.check_items(records)
         with self._lock, self._encoder.persisting():  # item vectors survive a restart exactly
             m = self.model
             new = [
@@ -491,7 +525,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _title(record: ItemRecord, text: str) -> str:
+    """The item's `title` attribute, else its text, as a short label."""
     title = record.attributes.get("title") if record.attributes else None
-    if title is not None and str(title).strip():
-        return str(title).strip()
-    return text if len(text) <= 80 else text[:77] + "..."
+    return short_label(str(title) if title is not None and str(title).strip() else text)

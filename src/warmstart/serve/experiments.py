@@ -107,8 +107,8 @@ class Experiments:
             self._pending.clear()
         try:
             self.store.add_exposures(rows)
-        except Exception:
-            log.exception("could not write %d exposure counts", len(rows))
+        except Exception as exc:  # kept for the next try; the log names the error, no ids or text
+            log.error("could not write %d exposure counts: %s", len(rows), type(exc).__name__)
             with self._lock:  # put them back for the next try
                 for e, a, u, n, i in rows:
                     counts = self._pending[(e, a, u)]

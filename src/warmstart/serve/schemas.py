@@ -1,31 +1,145 @@
-"""Request and response bodies of the HTTP API: strict, so a typo in a field is an error, not a no-op."""
+"""Request and response bodies of the HTTP API: strict, so a typo in a field is an error, not a no-op.
+
+Every input field is bounded (the limits below, also in the README) and checked the same way
+whatever database is behind the service: a value the database could not store (a NUL character,
+a non-finite number) is a 422 naming the field, never a 500. Types are strict: `"k": true` or
+`"explain": 0` are errors, not 1 and False.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi import Path
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-# An id: non-empty once stripped, short enough for an index, no control characters, and no
-# "/" (it could not be addressed in a URL path such as /v1/items/{item_id}).
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 20_000
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 1_000
+MAX_PATH_CHARS = 4_096
+MAX_K = 1000
+MAX_ITEM_IDS = 1000  # items a visitor may name in one profile
+_MAX_INT = 2**63 - 1
+
+
+def _first_unprintable(value: str) -> str | None:
+    """A description of the first character an id may not hold, or None when all are fine."""
+    if value.isprintable():
+        return None
+    for j, ch in enumerate(value):
+        if not ch.isprintable():
+            kind = unicodedata.category(ch)
+            return f"U+{ord(ch):04X} (category {kind}) at position {j}"
+    return None  # pragma: no cover - isprintable() said otherwise
+
+
+def _printable(value: str) -> str:
+    """Ids and attribute names: no control, format (bidi, zero-width), separator or unassigned
+    characters (`str.isprintable`), so an id cannot disguise itself in a log or on the page."""
+    bad = _first_unprintable(value)
+    if bad is not None:
+        raise ValueError(f"may hold printable characters only, not {bad}")
+    return value
+
+
+def _id(value: str) -> str:
+    if "/" in value:
+        raise ValueError("may not contain '/': ids appear in URL paths")
+    return _printable(value)
+
+
+def _at_most(limit: int, stated: int | None = None) -> BeforeValidator:
+    """A length check before any other: pydantic strips and checks a string's characters
+    before its length, and stripping copies it (32 MiB for 8 MiB of text with one emoji).
+    The error states `stated` characters (the limit after stripping) where given."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": stated or limit},
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+def _no_nul(value: str) -> str:
+    """Texts may hold any character but NUL, which PostgreSQL cannot store."""
+    j = value.find("\x00")
+    if j >= 0:
+        raise ValueError(f"may not contain the NUL character (at position {j})")
+    return value
+
+
+# An id: 1 to 256 printable characters once stripped, and no "/" (it could not be addressed in
+# a URL path such as /v1/items/{item_id}).
 Id = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f/]+$"
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS),
+    AfterValidator(_id),
+    _at_most(MAX_ID_CHARS + 256, MAX_ID_CHARS),  # room for whitespace that is stripped
 ]
-Text = Annotated[str, StringConstraints(max_length=20_000)]
-Attributes = dict[str, str | int | float | bool | None]
+Text = Annotated[
+    str,
+    StringConstraints(max_length=MAX_TEXT_CHARS),
+    AfterValidator(_no_nul),
+    _at_most(MAX_TEXT_CHARS),
+]
+AttributeKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_CHARS),
+    AfterValidator(_printable),
+    _at_most(MAX_ATTRIBUTE_KEY_CHARS),
+]
+AttributeValue = (
+    Annotated[
+        str,
+        StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS),
+        AfterValidator(_no_nul),
+        _at_most(MAX_ATTRIBUTE_VALUE_CHARS),
+    ]
+    | bool
+    | Annotated[int, Field(ge=-_MAX_INT, le=_MAX_INT)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | None
+)
+Attributes = Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)]
+ModelPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PATH_CHARS),
+    AfterValidator(_printable),
+    _at_most(MAX_PATH_CHARS),
+]
+# An id in a URL path, checked as in bodies (422 naming the parameter).
+PathId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_id)]
 EventType = Literal["view", "click", "purchase", "rating"]
 
-MAX_K = 1000
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+class _In(BaseModel):
+    """Request bodies: unknown fields are errors and types are strict (no 1 for true)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ItemIn(_Strict):
+class ItemIn(_In):
     item_id: Id
     text: Text | None = None
     attributes: Attributes = Field(default_factory=dict)
@@ -37,31 +151,31 @@ class ItemIn(_Strict):
         return self
 
 
-class ItemsIn(_Strict):
+class ItemsIn(_In):
     items: list[ItemIn] = Field(min_length=1)
 
 
-class ItemsOut(_Strict):
+class ItemsOut(_Out):
     upserted: int
     created: list[str]
     updated: list[str]
 
 
-class UserIn(_Strict):
+class UserIn(_In):
     user_id: Id
     text: Text | None = None
     attributes: Attributes = Field(default_factory=dict)
 
 
-class UsersIn(_Strict):
+class UsersIn(_In):
     users: list[UserIn] = Field(min_length=1)
 
 
-class UsersOut(_Strict):
+class UsersOut(_Out):
     upserted: int
 
 
-class UserOut(_Strict):
+class UserOut(_Out):
     user_id: str
     text: str | None
     attributes: dict[str, Any]
@@ -69,7 +183,7 @@ class UserOut(_Strict):
     interactions: int  # training interactions plus events since
 
 
-class EventIn(_Strict):
+class EventIn(_In):
     event_id: Id | None = None
     user_id: Id
     item_id: Id
@@ -84,86 +198,86 @@ class EventIn(_Strict):
         return self
 
 
-class EventsIn(_Strict):
+class EventsIn(_In):
     events: list[EventIn] = Field(min_length=1)
 
 
-class EventsOut(_Strict):
+class EventsOut(_Out):
     accepted: int  # new events stored
     duplicates: int  # events whose event_id was already stored
 
 
-class Neighbour(_Strict):
+class Neighbour(_Out):
     item_id: Any
     title: str
     similarity: float
 
 
-class ExplanationOut(_Strict):
+class ExplanationOut(_Out):
     summary: str
     neighbours: list[Neighbour]
     text_similarity: float | None
     notes: list[str]
 
 
-class Recommendation(_Strict):
+class Recommendation(_Out):
     item_id: Any
     score: float
     explanation: ExplanationOut | None = None
 
 
-class ExperimentTag(_Strict):
+class ExperimentTag(_Out):
     experiment_id: str
     arm: str
 
 
-class RecommendationsOut(_Strict):
+class RecommendationsOut(_Out):
     user_id: str | None
     route: str
     recommendations: list[Recommendation]
     experiment: ExperimentTag | None = None
 
 
-class ProfileIn(_Strict):
+class ProfileIn(_In):
     text: Text | None = None
     attributes: Attributes = Field(default_factory=dict)
-    item_ids: list[Id] = Field(default_factory=list, max_length=1000)
+    item_ids: list[Id] = Field(default_factory=list, max_length=MAX_ITEM_IDS)
     k: int = Field(default=10, ge=1, le=MAX_K)
     exclude_seen: bool = True
     explain: bool = True
 
 
-class SimilarItem(_Strict):
+class SimilarItem(_Out):
     item_id: Any
     score: float
 
 
-class SimilarOut(_Strict):
+class SimilarOut(_Out):
     item_id: str
     items: list[SimilarItem]
 
 
-class ReloadIn(_Strict):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+class ReloadIn(_In):
+    model: ModelPath | None = None
 
 
-class ReloadOut(_Strict):
+class ReloadOut(_Out):
     model: str
     items: int
     seconds: float
 
 
-class ArmIn(_Strict):
+class ArmIn(_In):
     """One arm: a share of users, and what it changes (nothing: the control)."""
 
     name: Id
     weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
-    model: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    model: ModelPath | None = None
     neighbour_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
     popularity_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
 
 
-class ExperimentIn(_Strict):
+class ExperimentIn(_In):
     experiment_id: Id
     arms: list[ArmIn] = Field(min_length=2, max_length=20)
 
@@ -175,7 +289,7 @@ class ExperimentIn(_Strict):
         return self
 
 
-class ArmOut(_Strict):
+class ArmOut(_Out):
     name: str
     weight: float
     model: str | None = None
@@ -188,18 +302,28 @@ class ArmOut(_Strict):
     click_rate: float | None  # clicks / items shown
 
 
-class ExperimentOut(_Strict):
+class ExperimentOut(_Out):
     experiment_id: str
     status: Literal["running", "stopped"]
     start_seq: int
     arms: list[ArmOut]
 
 
-class Health(_Strict):
+class Health(_Out):
+    """Liveness: the process answers (it may still be loading the model)."""
+
     status: Literal["ok"]
-    items: int
-    model: str
+    ready: bool
 
 
-class ErrorOut(_Strict):
+class Ready(_Out):
+    """Readiness: whether requests can be served now."""
+
+    status: Literal["ready", "loading", "failed"]
+    model: str | None = None
+    items: int | None = None
+    detail: str | None = None
+
+
+class ErrorOut(_Out):
     detail: Any

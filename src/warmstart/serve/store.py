@@ -571,7 +571,12 @@ def _sqlite_engine(url: URL, display: str, *, allow_memory: bool) -> Engine:
                 f"{display!r} is an in-memory SQLite database, which is lost when the service "
                 "stops: give a file, e.g. sqlite:///store.db or sqlite:////var/lib/warmstart/store.db"
             )
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            poolclass=StaticPool,
+            hide_parameters=True,
+        )
     else:
         folder = Path(database).absolute().parent  # sqlite3 does not expand ~, nor do we
         if not folder.is_dir():
@@ -580,7 +585,9 @@ def _sqlite_engine(url: URL, display: str, *, allow_memory: bool) -> Engine:
                 "exist (create it first)"
             )
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1e3}
+            url,
+            connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1e3},
+            hide_parameters=True,  # errors and logs never carry a row's values (profile text)
         )
 
     @event.listens_for(engine, "connect")
@@ -638,7 +645,9 @@ def _postgres_engine(url: URL, display: str) -> Engine:
         connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT_S
     try:
         # pre_ping: a pooled connection that died (server restart) is replaced, not handed out.
-        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        return create_engine(
+            url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
+        )
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"cannot use {display!r}: psycopg 3 is not installed ({exc})") from exc
 
@@ -657,10 +666,27 @@ def _upsert(dialect: str, table: Table, key: str) -> Any:
     )
 
 
+# SQLSTATE classes whose messages are about the server, never a row: connection, resources,
+# operator intervention, system errors, authorisation, a missing database.
+_SERVER_STATES = ("08", "53", "57", "58", "28", "3D")
+
+
 def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's own message, without SQLAlchemy's statement dump and help link."""
+    """The driver's message where it cannot quote a row (it is logged and may be shown).
+
+    SQLite's messages never quote values. PostgreSQL's DETAIL and CONTEXT lines do (a JSON
+    error shows the document), and so do some primary messages about data ("invalid input
+    syntax for type json: ..."): for data errors only the SQLSTATE is kept.
+    """
     if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return " ".join(str(exc.orig).split())
+        state = getattr(exc.orig, "sqlstate", None)
+        if state is None:
+            return " ".join(str(exc.orig).split())
+        diag = getattr(exc.orig, "diag", None)
+        primary = getattr(diag, "message_primary", None) or str(exc.orig).split("\n")[0]
+        if str(state)[:2] in _SERVER_STATES:
+            return f"{' '.join(primary.split())} (SQLSTATE {state})"
+        return f"{type(exc.orig).__name__} (SQLSTATE {state})"
     return " ".join(str(exc).split("\n")[0].split())
 
 

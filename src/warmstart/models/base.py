@@ -25,6 +25,7 @@ from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
+from warmstart.text.encoders import MissingDependencyError
 
 FORMAT_VERSION = 2  # 2: warmstart models carry text profiles (issue 3)
 R = TypeVar("R", bound="Recommender")
@@ -472,6 +473,8 @@ class Recommender(ABC):
             if str(directory) in str(exc):
                 raise
             raise ModelFormatError(f"{directory}: {exc}") from exc
+        except MissingDependencyError:
+            raise  # the folder is fine; its message says what to install
         except KeyError as exc:
             raise ModelFormatError(
                 f"{directory}: incomplete model: no {exc} in its files; save or fit it again"

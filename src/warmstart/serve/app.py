@@ -34,7 +34,7 @@ from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models.base import Explanation, Recommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve import schemas as s
-from warmstart.serve.edge import Edge, describe, field_names, strict_json_route
+from warmstart.serve.edge import Edge, describe, strict_json_route
 from warmstart.serve.engine import Engine, NoTextError, Ranked
 from warmstart.serve.experiments import ExperimentConflict, Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
@@ -253,7 +253,10 @@ def _matches(token: str, keys: list[bytes]) -> bool:
 
 def load_model(model_dir: Path) -> WarmStartRecommender:
     """The saved model the service can serve; ModelFormatError for anything else."""
-    model = Recommender.load(model_dir)
+    return _servable(Recommender.load(model_dir), model_dir)
+
+
+def _servable(model: Recommender, model_dir: Path) -> WarmStartRecommender:
     if not isinstance(model, WarmStartRecommender):
         raise ModelFormatError(
             f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
@@ -301,7 +304,7 @@ def build_engine(
 
 def create_app(
     settings: ServeSettings,
-    model: WarmStartRecommender | None = None,
+    model: Recommender | None = None,
     on_load_failure: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Open the store and read the model (errors here are raised at once), and build the app.
@@ -316,11 +319,9 @@ def create_app(
     """
     store = Store.open(settings.db_url)
     try:
-        first = model if model is not None else load_model(settings.model_dir)
-        if not isinstance(first, WarmStartRecommender):
-            raise ModelFormatError(
-                f"the service needs a 'warmstart' or 'warmstart-ft' model, not {first.name!r}"
-            )
+        if model is None:
+            model = Recommender.load(settings.model_dir)
+        first = _servable(model, settings.model_dir)
     except BaseException:
         store.close()
         raise
@@ -448,10 +449,7 @@ def _install_errors(app: FastAPI) -> None:
         )
 
 
-_LOG_FIELDS = field_names(
-    [s.ItemsIn, s.UsersIn, s.EventsIn, s.ProfileIn, s.ReloadIn, s.ExperimentIn]
-)
-_LOG_FIELDS |= {"body", "query", "path", "k", "exclude_seen", "explain", "user_id", "item_id"}
+_LOG_FIELDS = s.FIELD_NAMES | {"body", "query", "path", "k", "exclude_seen", "explain"}
 
 
 def _field_part(part: Any) -> str:

@@ -29,7 +29,7 @@ import re
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import numpy as np
@@ -346,29 +346,3 @@ def strict_json_route(max_values: int) -> type[APIRoute]:
             return strict
 
     return StrictJSONRoute
-
-
-def field_names(models: Iterable[type[Any]]) -> frozenset[str]:
-    """Every field name of these pydantic models and the models they nest (for log lines)."""
-    names: set[str] = set()
-    todo, seen = list(models), set()
-    while todo:
-        model = todo.pop()
-        if model in seen or not hasattr(model, "model_fields"):
-            continue
-        seen.add(model)
-        for name, info in model.model_fields.items():
-            names.add(name)
-            todo.extend(_nested_models(info.annotation))
-    return frozenset(names)
-
-
-def _nested_models(annotation: Any) -> list[type[Any]]:
-    found: list[type[Any]] = []
-    stack = [annotation]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, type) and hasattr(t, "model_fields"):
-            found.append(t)
-        stack.extend(getattr(t, "__args__", ()))
-    return found

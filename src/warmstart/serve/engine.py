@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
@@ -525,6 +524,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _title(record: ItemRecord, text: str) -> str:
-    """The item's `title` attribute, else its text, as a short label."""
+    """The item's `title` attribute, else its text (the model cuts it to a short label)."""
     title = record.attributes.get("title") if record.attributes else None
-    return short_label(str(title) if title is not None and str(title).strip() else text)
+    return str(title) if title is not None and str(title).strip() else text

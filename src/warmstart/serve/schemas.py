@@ -327,3 +327,9 @@ class Ready(_Out):
 
 class ErrorOut(_Out):
     detail: Any
+
+
+FIELD_NAMES: frozenset[str] = frozenset(
+    name for model in _In.__subclasses__() for name in model.model_fields
+)
+"""Every request-body field name (a log line may show these, and nothing else a client chose)."""

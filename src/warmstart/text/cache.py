@@ -251,6 +251,7 @@ class MemoryCachedEncoder:
         self.misses = 0
         self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._entry_bytes = entry
+        self._capacity = min(max_texts, max_bytes // entry)  # entries that fit both bounds
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -326,7 +327,6 @@ class MemoryCachedEncoder:
                     self._vectors.move_to_end(key)
                 out[row] = vector
             self._vectors.update(fresh)
-            limit = min(self.max_texts, self.max_bytes // self._entry_bytes)
-            while len(self._vectors) > limit:
+            while len(self._vectors) > self._capacity:
                 self._vectors.popitem(last=False)
         return out

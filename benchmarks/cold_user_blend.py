@@ -1,9 +1,10 @@
 """How much a newcomer's clicks steer their recommendations on ML-100K, and what it costs in NDCG.
 
-warmstart scores a user with few or no interactions as z(own score) + a * z(the named items'
-co-occurrence neighbours) + b * fade(n) * z(popularity), and chooses a and b by NDCG@20 on users
-held out of a refit, served with nothing or their earliest 3 items. This script takes that
-validation split and reports, for a grid of (a, b):
+warmstart scores a user with n events as z(own score) + a * z(the named items' co-occurrence
+neighbours) + b * rho^n * (1 - w(n)) * z(popularity), and chooses (a, b, rho) by NDCG@20 on users
+held out of a refit, served with nothing or their earliest 1, 3 and 5 items, among the weights
+under which 3 events bring in at least half of the top 10. This script takes that validation
+split and reports, for a grid of (a, b, rho):
 
   - NDCG@20 with nothing revealed and with the earliest 3 items revealed (what the choice uses);
   - changed@10: the share of a user's top 10 with 3 items revealed that is not in their top 10
@@ -26,7 +27,17 @@ from typing import Any
 
 import numpy as np
 
-GRID = [(1.0, 32.0), (1.0, 16.0), (2.0, 16.0), (2.0, 8.0), (1.0, 4.0), (2.0, 4.0), (2.0, 2.0)]
+GRID = [
+    (1.0, 32.0, 1.0),
+    (1.0, 16.0, 1.0),
+    (2.0, 16.0, 1.0),
+    (2.0, 8.0, 1.0),
+    (1.0, 4.0, 1.0),
+    (2.0, 4.0, 1.0),
+    (2.0, 2.0, 1.0),
+    (1.0, 32.0, 0.5),
+    (1.0, 16.0, 0.3),
+]
 STAR_WARS = [50, 172, 181]  # Star Wars (1977), The Empire Strikes Back, Return of the Jedi
 WANTED = {"Sci-Fi", "Action", "Adventure"}
 
@@ -48,8 +59,10 @@ def main() -> None:
         ds = ds.with_interactions(ds.weights >= args.min_rating)
     model = WarmStartRecommender().fit(ds)
     cfg = model.config
-    chosen = (model.neighbour_weight_, model.popularity_weight_)
-    revealed = cfg.cold_user_revealed
+    chosen = (model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_)
+    if model.cold_user_choice_ is not None:
+        print("chosen:", model.cold_user_choice_.summary())
+    revealed = cfg.responsiveness_events
 
     # The validation WarmStartRecommender._choose_cold_user_weights decides on.
     validation = model._cold_user_cases(ds)
@@ -57,7 +70,7 @@ def main() -> None:
         raise SystemExit("too few users to hold out for the cold-user validation")
     sub, cases = validation
     users = cases[0][2].shape[0]
-    named = cases[1][1]  # the revealed items, excluded from both lists below
+    named = cases[revealed][1]  # the revealed items, excluded from both lists below
     genres = ds.item_features["genres"].astype(str)
     onehot = genres.str.get_dummies(sep="|").to_numpy(dtype=np.float64)
 
@@ -69,15 +82,17 @@ def main() -> None:
     grid = GRID if chosen in GRID else [chosen, *GRID]
     results: list[dict[str, Any]] = []
     saved = chosen
-    for a, b in grid:
+    for a, b, rho in grid:
         row: dict[str, Any] = {
             "neighbour_weight": a,
             "popularity_weight": b,
-            "chosen": (a, b) == chosen,
+            "popularity_fade": rho,
+            "chosen": (a, b, rho) == chosen,
         }
         tops = []
-        for n, (base, rows, truth) in zip((0, revealed), cases, strict=True):
-            blended = sub._cold_blend(base, rows, (a, b), pop)
+        for n in (0, revealed):
+            base, rows, truth = cases[n]
+            blended = sub._cold_blend(base, rows, (a, b, rho), pop)
             ids, _ = topk(blended, cfg.validation_k, rows)
             row[f"ndcg@{cfg.validation_k} n={n}"] = metric.calc(ids, truth)
             top10, _ = topk(blended, 10, named)
@@ -88,14 +103,14 @@ def main() -> None:
         row["changed@10"] = float(
             np.mean([len(set(x) - set(y)) / 10 for x, y in zip(tops[1], tops[0], strict=True)])
         )
-        model.neighbour_weight_, model.popularity_weight_ = a, b
+        model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_ = a, b, rho
         recs = model.recommend_for_profile(item_ids=STAR_WARS, k=10)
         idx = model.catalogue.item_ids.to_internal([i for i, _ in recs])
         row["star wars clicker: sci-fi/action/adventure share"] = float(
             np.mean([bool(WANTED & set(genres.iat[i].split("|"))) for i in idx])
         )
         results.append(row)
-    model.neighbour_weight_, model.popularity_weight_ = saved
+    model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_ = saved
 
     keys = list(results[0])
     print(" | ".join(keys))

@@ -71,6 +71,7 @@ def test_fit_then_recommend_from_saved_model(data: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert (model_dir / "model.json").is_file()
+    assert "chose lambda_items=" in res.stderr and "popularity_fade=" in res.stderr
 
     res = _cli(
         "recommend",

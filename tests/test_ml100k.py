@@ -148,10 +148,9 @@ def test_service_on_ml100k_survives_kill_9(
     a few clicks steer a newcomer and are excluded, a posted film is recommended at once, and all
     of it is still there after SIGKILL and a restart on the same database.
 
-    The server runs with a lighter popularity prior for newcomers (`--popularity-weight 2
-    --neighbour-weight 2`): the weights the model chooses on all of ML-100K's ratings
-    (popularity 32) are what held-out NDCG prefers there, and with them three clicks change
-    about 15 % of a newcomer's top 10 (benchmarks/cold_user_blend.py).
+    The server runs with the model's own choices on all of ML-100K's ratings: a newcomer who
+    clicked five Disney cartoons must see cartoons (issue 17), although held-out NDCG alone
+    would choose a popularity prior that drowns them.
     """
     import signal
 
@@ -174,7 +173,8 @@ def test_service_on_ml100k_survives_kill_9(
     def ids(body: dict[str, object]) -> list[object]:
         return [r["item_id"] for r in body["recommendations"]]  # type: ignore[attr-defined]
 
-    args = ["--popularity-weight", "2", "--neighbour-weight", "2"]
+    args: list[str] = []
+    family_genres = {"Animation", "Children's"}
     with serving_process(model_dir, db, port, env, args) as proc:
         post = httpx.post(
             f"{base}/v1/users",
@@ -185,7 +185,7 @@ def test_service_on_ml100k_survives_kill_9(
         assert post.status_code == 200
         fan = recs("family-fan")
         assert fan["route"] == "text-only"
-        assert _genre_share(ml100k, model, ids(fan), {"Animation", "Children's"}) > 0.5
+        assert _genre_share(ml100k, model, ids(fan), family_genres) > 0.5
 
         clicked = [50, 172, 181]  # Star Wars and its two sequels
         events = [{"user_id": "clicker", "item_id": str(i), "type": "click"} for i in clicked]
@@ -197,6 +197,19 @@ def test_service_on_ml100k_survives_kill_9(
         explained = [r["explanation"] for r in clicker["recommendations"]]  # type: ignore[attr-defined]
         assert all({n["item_id"] for n in e["neighbours"]} <= set(clicked) for e in explained)
 
+        cartoons = [
+            1,
+            95,
+            71,
+            588,
+            99,
+        ]  # Toy Story, Aladdin, Lion King, Beauty and the Beast, Snow White
+        events = [{"user_id": "cartoon-fan", "item_id": str(i), "type": "click"} for i in cartoons]
+        httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events}, timeout=60)
+        cartoon_fan = recs("cartoon-fan")
+        assert cartoon_fan["route"] == "few-shot"
+        assert _genre_share(ml100k, model, ids(cartoon_fan), family_genres) >= 0.5
+
         item = {"item_id": "nebula-run", "text": new_film}
         httpx.post(f"{base}/v1/items", headers=AUTH, json={"items": [item]}, timeout=60)
         visitor = httpx.post(
@@ -207,13 +220,15 @@ def test_service_on_ml100k_survives_kill_9(
         ).json()
         assert "nebula-run" in ids(visitor)
         # scores are standardised over the catalogue, which the new film joined: look again
-        fan, clicker = recs("family-fan"), recs("clicker")
+        fan, clicker, cartoon_fan = recs("family-fan"), recs("clicker"), recs("cartoon-fan")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
     with serving_process(model_dir, db, port, env, args):
         assert recs("family-fan") == fan
         assert recs("clicker") == clicker
+        assert recs("cartoon-fan") == cartoon_fan
+        assert _genre_share(ml100k, model, ids(cartoon_fan), family_genres) >= 0.5
         again = httpx.post(
             f"{base}/v1/recommendations",
             headers=AUTH,

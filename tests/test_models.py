@@ -557,10 +557,16 @@ class TestWarmStart(ModelContract):
 
 def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) -> None:
     """With enough users to hold out, the cold-user blend is chosen, kept, saved and served."""
-    m = TestWarmStart.make(tmp_path, cold_user_fraction=0.5).fit(data.dataset)
+    m = TestWarmStart.make(tmp_path, cold_user_fraction=0.5, cold_user_revealed=(1, 3)).fit(
+        data.dataset
+    )
     assert isinstance(m, WarmStartRecommender)
-    assert m.neighbour_weight_ in m.config.neighbour_grid
-    assert m.popularity_weight_ in m.config.popularity_grid
+    choice = m.cold_user_choice_
+    assert choice is not None and choice.users >= 20 and set(choice.ndcg) == {0, 1, 3}
+    chosen = (choice.neighbour_weight, choice.popularity_weight, choice.popularity_fade)
+    assert chosen == (m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_)
+    assert choice.responsiveness is not None
+    assert choice.responsiveness >= m.config.min_responsiveness
     before = m.neighbour_sim.copy()
     m.add_items(["new-space"], texts=[data.group_text(0, seed=7)])
     assert m.neighbour_sim.shape == (m.catalogue.n_items, m.catalogue.n_items)
@@ -572,9 +578,39 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     loaded = Recommender.load(m.save(tmp_path / "m"))
     again = loaded.recommend_for_profiles([visitor], k=5)
     assert np.array_equal(again.scores, recs.scores)
+    assert isinstance(loaded, WarmStartRecommender) and loaded.cold_user_choice_ == choice
     assert sorted(data.cold_user_ids)  # cold users are served through the blend too
     r = loaded.recommend(sorted(data.cold_user_ids), k=5)
     assert set(r.routes) == {"cold"}
+
+
+def test_cold_user_blend_trades_ndcg_for_responsiveness_only_when_asked(
+    data: Synthetic, tmp_path: Path
+) -> None:
+    """The responsiveness floor can only cost held-out NDCG, and only buys responsiveness; a
+    floor no weights reach takes the most responsive ones (the grid is the same either way)."""
+    fits = {
+        floor: TestWarmStart.make(
+            tmp_path, cold_user_fraction=0.5, cold_user_revealed=(1, 3), min_responsiveness=floor
+        ).fit(data.dataset)
+        for floor in (0.0, 1.0)
+    }
+    free, strict = (fits[f].cold_user_choice_ for f in (0.0, 1.0))  # type: ignore[attr-defined]
+    assert free is not None and strict is not None
+    assert free.responsiveness is not None and strict.responsiveness is not None
+    assert np.mean(list(free.ndcg.values())) >= np.mean(list(strict.ndcg.values()))
+    assert strict.responsiveness >= free.responsiveness
+    assert "responsiveness" in strict.summary() and "NDCG" in strict.summary()
+
+
+def test_popularity_prior_fades_with_each_event() -> None:
+    from warmstart.models.hybrid import popularity_fade
+
+    n = np.array([0, 1, 3, 5], dtype=np.float32)
+    kept = popularity_fade(n, 0.5, 10.0)
+    assert kept[0] == 1.0 and np.all(np.diff(kept) < 0)
+    assert np.allclose(kept, 0.5**n * (10.0 / (n + 10.0)))
+    assert np.allclose(popularity_fade(n, 1.0, 0.0), [1, 0, 0, 0])  # lambda 0: any event ends it
 
 
 def test_warmstart_truncated_histories_are_the_earliest_items(

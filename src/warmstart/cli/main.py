@@ -96,6 +96,8 @@ def _fit(spec: DataSpec, name: str, encoder: str, cache_dir: Path | None) -> Rec
     start = time.perf_counter()
     model = _build(name, encoder, cache_dir).fit(dataset)
     err.print(f"[dim]fitted in {time.perf_counter() - start:.1f} s[/dim]")
+    for line in model.fit_report():
+        err.print(f"[dim]chose {line}[/dim]", highlight=False)
     return model
 
 
@@ -535,6 +537,15 @@ def serve(
             "--popularity-weight", min=0, help="newcomers: weight of the popularity prior"
         ),
     ] = None,
+    popularity_fade: Annotated[
+        float | None,
+        typer.Option(
+            "--popularity-fade",
+            min=0,
+            max=1,
+            help="newcomers: share of the popularity prior kept per event (0: gone after one)",
+        ),
+    ] = None,
     index_cache: Annotated[
         Path | None,
         typer.Option(
@@ -596,6 +607,7 @@ def serve(
         admin_keys=tuple(admins),  # type: ignore[arg-type]
         neighbour_weight=neighbour_weight,
         popularity_weight=popularity_weight,
+        popularity_fade=popularity_fade,
         index_cache=index_cache,
         max_body_bytes=max_body_bytes,
         header_timeout=header_timeout,

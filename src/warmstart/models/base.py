@@ -27,7 +27,7 @@ from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
 from warmstart.text.encoders import MissingDependencyError
 
-FORMAT_VERSION = 2  # 2: warmstart models carry text profiles (issue 3)
+FORMAT_VERSION = 3  # 3: warmstart models carry the popularity fade and its choice (issue 17)
 R = TypeVar("R", bound="Recommender")
 
 ROUTE_WARM = "warm"  # user with training interactions
@@ -379,6 +379,10 @@ class Recommender(ABC):
 
     def _text_similarity(self, text: str | None, item: int) -> float | None:
         return None
+
+    def fit_report(self) -> list[str]:
+        """What fitting chose, one line each, for `warmstart fit` to print (nothing by default)."""
+        return []
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections.abc import Mapping, Sequence
@@ -76,10 +77,17 @@ class WarmStartConfig(ModelConfig):
     neighbours: int = 100
     neighbour_weight: float | None = None
     popularity_weight: float | None = None
+    # The prior's weight is multiplied by popularity_fade ** n after n events (and by 1 - w(n)).
+    popularity_fade: float | None = None
     neighbour_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
     popularity_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    popularity_fade_grid: tuple[float, ...] = (1.0, 0.7, 0.5, 0.3)
     cold_user_fraction: float = 0.1
-    cold_user_revealed: int = 3
+    cold_user_revealed: tuple[int, ...] = (1, 3, 5)
+    # Newcomers' events must steer: after `responsiveness_events` events, at least this share
+    # of their top 10 must be items those events brought in (0 turns the constraint off).
+    min_responsiveness: float = Field(default=0.5, ge=0.0, le=1.0)
+    responsiveness_events: int = Field(default=3, ge=1)
     seed: int = 0
 
 
@@ -166,6 +174,8 @@ class WarmStartRecommender(TextAware, Recommender):
         self.neighbour_sim = sp.csr_matrix((0, 0), dtype=np.float32)
         self.neighbour_weight_ = 0.0
         self.popularity_weight_ = 0.0
+        self.popularity_fade_ = 1.0
+        self.cold_user_choice_: ColdUserChoice | None = None
         self.item_map: FactorMap | None = None
         self.user_map: FactorMap | None = None
         self.lambda_items_ = 0.0
@@ -200,10 +210,12 @@ class WarmStartRecommender(TextAware, Recommender):
             self.user_cf, self._served_text_profiles(catalogue.seen)
         )
         self.neighbour_sim = _cosine_knn(_binary(catalogue.seen), cfg.neighbours)
-        a, b = cfg.neighbour_weight, cfg.popularity_weight
-        if a is None or b is None:
-            a, b = self._choose_cold_user_weights(dataset, a, b)
+        a, b, fade = cfg.neighbour_weight, cfg.popularity_weight, cfg.popularity_fade
+        self.cold_user_choice_ = None
+        if a is None or b is None or fade is None:
+            a, b, fade = self._choose_cold_user_weights(dataset, a, b, fade)
         self.neighbour_weight_, self.popularity_weight_ = float(a), float(b)
+        self.popularity_fade_ = float(fade)
 
     def _fit_core(
         self, seen: sp.csr_matrix, penalties: tuple[float | None, float | None] = (None, None)
@@ -434,57 +446,95 @@ class WarmStartRecommender(TextAware, Recommender):
         return float(best_i), float(best_u), float(beta)
 
     def _choose_cold_user_weights(
-        self, dataset: Dataset, a: float | None, b: float | None
-    ) -> tuple[float, float]:
-        """Neighbour and popularity weights for cold users, chosen on users held out of a refit.
+        self, dataset: Dataset, a: float | None, b: float | None, fade: float | None
+    ) -> tuple[float, float, float]:
+        """Neighbour weight, popularity weight and its per-event fade for cold users.
 
-        The held-out users are served as visitors with their own text and their earliest
-        `cold_user_revealed` items (random ones without timestamps), or with nothing; NDCG@k of
-        the rest of their items decides (top positions matter most to a newcomer), averaged over
-        both cases.
+        Chosen on users held out of a refit, served as visitors with their own text and their
+        earliest n items (random ones without timestamps) for n = 0 and each of
+        `cold_user_revealed`: the best mean NDCG@k of the rest of their items, among the weights
+        under which their events steer (`min_responsiveness`; see `ColdUserChoice`). NDCG on
+        data like MovieLens keeps rewarding a heavier popularity prior, which is how a newcomer
+        who clicked five cartoons ends up with ten blockbusters: the constraint is what stops it.
+        A grid whose best value lies on its upper edge (or, for the fade, its lower one) is
+        extended once, and a choice still on an edge is reported.
         """
         cfg = self.config
         validation = self._cold_user_cases(dataset)
         if validation is None:  # too few to choose anything on: no cold-user blending
-            return (a if a is not None else 0.0, b if b is not None else 0.0)
+            self.cold_user_choice_ = None
+            return (a if a is not None else 0.0, b if b is not None else 0.0, fade or 1.0)
         sub, cases = validation
-        pop = sub._pop()
-        k = cfg.validation_k
-
-        metric = NDCG(k)
-
-        def ndcg(weights: tuple[float, float]) -> float:
-            values = []
-            for base, rows, truth in cases:
-                ids, _ = topk(sub._cold_blend(base, rows, weights, pop), k, rows)
-                values.append(metric.calc(ids, truth))
-            return float(np.mean(values))
-
-        grid = [
-            (ga, gb)
-            for ga in ((a,) if a is not None else cfg.neighbour_grid)
-            for gb in ((b,) if b is not None else cfg.popularity_grid)
+        search = _ColdBlendSearch(sub, cases, cfg.validation_k, cfg.responsiveness_events)
+        axes = [
+            (a,) if a is not None else cfg.neighbour_grid,
+            (b,) if b is not None else cfg.popularity_grid,
+            (fade,) if fade is not None else cfg.popularity_fade_grid,
         ]
-        best = max(grid, key=ndcg)
-        log.info("chose neighbour_weight=%s popularity_weight=%s on held-out users", *best)
+        free = [a is None, b is None, fade is None]
+        best = search.best(axes, cfg.min_responsiveness)
+        extended = False
+        for axis, grid in enumerate(axes):
+            more = _extend_once(grid, best[axis], upper=axis < 2) if free[axis] else ()
+            if more:
+                axes[axis] = tuple(sorted({*grid, *more}, reverse=axis == 2))
+                extended = True
+        if extended:
+            best = search.best(axes, cfg.min_responsiveness)
+        edges = [
+            name
+            for name, grid, value, is_free, upper in zip(
+                ("neighbour_weight", "popularity_weight", "popularity_fade"),
+                axes,
+                best,
+                free,
+                (True, True, False),
+                strict=True,
+            )
+            if is_free and len(grid) > 1 and value == (max(grid) if upper else min(grid))
+        ]
+        ndcg, responsiveness = search.measure(best)
+        self.cold_user_choice_ = ColdUserChoice(
+            neighbour_weight=best[0],
+            popularity_weight=best[1],
+            popularity_fade=best[2],
+            ndcg=ndcg,
+            responsiveness=responsiveness,
+            min_responsiveness=cfg.min_responsiveness,
+            users=cases[0][2].shape[0],
+            at_grid_edge=tuple(edges),
+        )
+        log.info("cold users: %s", self.cold_user_choice_.summary())
         return best
 
     def _cold_user_cases(
         self, dataset: Dataset
-    ) -> tuple[WarmStartRecommender, list[tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]]] | None:
+    ) -> (
+        tuple[WarmStartRecommender, dict[int, tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]]]
+        | None
+    ):
         """The validation `_choose_cold_user_weights` decides on, or None with under 20 users.
 
-        A refit without the held-out users, and per case (nothing revealed, then the earliest
-        `cold_user_revealed` items): their unblended scores, the revealed items as rows, and
-        the rest of their items as the truth.
+        A refit without the held-out users, and per number n of revealed items (0, each of
+        `cold_user_revealed` and `responsiveness_events`): their unblended scores, the revealed
+        items as rows, and the rest of their items as the truth. Counts that leave fewer than 20
+        users with two items to spare are dropped, largest first.
         """
         cfg = self.config
-        rng = np.random.default_rng([cfg.seed, 1])
-        eligible = np.flatnonzero(dataset.user_counts() > cfg.cold_user_revealed + 2)
-        n_val = min(round(cfg.cold_user_fraction * len(eligible)), 500)
-        if n_val < 20:
+        counts = sorted({0, *cfg.cold_user_revealed, cfg.responsiveness_events})
+        user_counts = dataset.user_counts()
+
+        def held_out(n: int) -> int:
+            """How many users to hold out, among those with n revealed and 3 items to spare."""
+            return min(round(cfg.cold_user_fraction * np.sum(user_counts > n + 2)), 500)
+
+        while counts and held_out(counts[-1]) < 20:
+            counts.pop()
+        if not counts:
             return None
-        users = np.sort(rng.choice(eligible, size=n_val, replace=False))
+        rng = np.random.default_rng([cfg.seed, 1])
+        eligible = np.flatnonzero(user_counts > counts[-1] + 2)
+        users = np.sort(rng.choice(eligible, size=held_out(counts[-1]), replace=False))
         held = np.isin(dataset.users, users)
         sub = self._refit_model(
             lambda_items=self.lambda_items_,
@@ -492,6 +542,7 @@ class WarmStartRecommender(TextAware, Recommender):
             text_profile_weight=self.text_profile_weight_,
             neighbour_weight=0.0,
             popularity_weight=0.0,
+            popularity_fade=1.0,
         )
         sub.fit(dataset.with_interactions(~held))
         texts = dataset.user_texts()
@@ -501,8 +552,8 @@ class WarmStartRecommender(TextAware, Recommender):
                 order[u] = rng.permutation(pos)
             else:
                 order[u] = pos[np.argsort(dataset.timestamps[pos], kind="stable")]
-        cases = []
-        for n in sorted({0, cfg.cold_user_revealed}):
+        cases = {}
+        for n in counts:
             queries = [
                 ProfileQuery(text=None, attribute_text=texts[u], items=dataset.items[order[u][:n]])
                 for u in order
@@ -514,7 +565,7 @@ class WarmStartRecommender(TextAware, Recommender):
                 shape=(len(order), dataset.n_items),
             )
             rows = profile_rows(queries, dataset.n_items)
-            cases.append((sub.score_profiles(queries), rows, truth))
+            cases[n] = (sub.score_profiles(queries), rows, truth)
         return sub, cases
 
     def _refit_model(self, **overrides: Any) -> WarmStartRecommender:
@@ -527,6 +578,22 @@ class WarmStartRecommender(TextAware, Recommender):
         sub = WarmStartRecommender(cache_dir=self.cache_dir, **{**params, **overrides})
         sub.set_encoder(self.encoder)
         return sub
+
+    def fit_report(self) -> list[str]:
+        lines = [
+            f"lambda_items={self.lambda_items_:g} lambda_users={self.lambda_users_:g} "
+            f"text_profile_weight={self.text_profile_weight_:g}"
+        ]
+        choice = self.cold_user_choice_
+        if choice is not None:
+            lines.append(f"cold users: {choice.summary()}")
+        else:
+            lines.append(
+                f"cold users: neighbour_weight={self.neighbour_weight_:g} popularity_weight="
+                f"{self.popularity_weight_:g} popularity_fade={self.popularity_fade_:g} (given, "
+                "or too few users to choose on)"
+            )
+        return lines
 
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
@@ -541,20 +608,24 @@ class WarmStartRecommender(TextAware, Recommender):
         self,
         scores: np.ndarray,
         rows: sp.csr_matrix,
-        weights: tuple[float, float] | None = None,
+        weights: tuple[float, float, float] | None = None,
         popularity: np.ndarray | None = None,
         described: np.ndarray | None = None,
         columns: _Columns | None = None,
         near: sp.csr_matrix | None = None,
     ) -> np.ndarray:
-        """z(score) + a z(named items' neighbours) + b (1 - w(n)) z(popularity), per user.
+        """z(score) + a z(named items' neighbours) + b fade^n (1 - w(n)) z(popularity), per user.
 
         Users who `described` their taste in free text get no popularity prior: what they asked
         for outweighs what most people like. With `columns`, `scores` holds only those items
         (see `_Columns`); the neighbour and popularity terms are still standardised exactly.
         `near` is `_neighbour_rows(rows)` where the caller has it already.
         """
-        a, b = (self.neighbour_weight_, self.popularity_weight_) if weights is None else weights
+        a, b, rho = (
+            (self.neighbour_weight_, self.popularity_weight_, self.popularity_fade_)
+            if weights is None
+            else weights
+        )
         if a == 0 and b == 0:
             return scores
         n = np.diff(rows.indptr).astype(np.float32)
@@ -566,7 +637,7 @@ class WarmStartRecommender(TextAware, Recommender):
                 near = near[named]
             out[named] += a * _standardise_sparse(near, None if columns is None else columns.cols)
         if b:
-            fade = 1.0 - _weight(n, self.lambda_users_)
+            fade = popularity_fade(n, rho, self.lambda_users_)
             if described is not None:
                 fade[described] = 0.0
             if popularity is None:
@@ -837,8 +908,14 @@ class WarmStartRecommender(TextAware, Recommender):
                     self.text_profile_weight_,
                     self.neighbour_weight_,
                     self.popularity_weight_,
+                    self.popularity_fade_,
                 ],
                 dtype=np.float64,
+            ),
+            **(
+                {"cold_user_choice": np.asarray(self.cold_user_choice_.to_json())}
+                if self.cold_user_choice_ is not None
+                else {}
             ),
             **_csr_state(self.neighbour_sim),
             "uses_user_text": np.asarray(self.uses_user_text_),
@@ -855,9 +932,11 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_cf = arrays["item_cf"]
         self.cov_cf = arrays["cov_cf"]
         self.cov_text = arrays["cov_text"]
-        lam_i, lam_u, beta, a, b = (float(x) for x in arrays["lambdas"])
+        lam_i, lam_u, beta, a, b, fade = (float(x) for x in arrays["lambdas"])
         self.lambda_items_, self.lambda_users_, self.text_profile_weight_ = lam_i, lam_u, beta
-        self.neighbour_weight_, self.popularity_weight_ = a, b
+        self.neighbour_weight_, self.popularity_weight_, self.popularity_fade_ = a, b, fade
+        choice = arrays.get("cold_user_choice")
+        self.cold_user_choice_ = None if choice is None else ColdUserChoice.from_json(str(choice))
         self.neighbour_sim = _csr_from_state(arrays)
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
@@ -914,6 +993,180 @@ def _weight(n: np.ndarray, lam: float) -> np.ndarray:
     if lam <= 0:
         return (n > 0).astype(np.float32)
     return (n / (n + lam)).astype(np.float32)
+
+
+def popularity_fade(n: np.ndarray, fade: float, lam: float) -> np.ndarray:
+    """How much of the popularity prior a user with n events keeps: fade^n (1 - w(n)).
+
+    The per-event factor is what lets a newcomer's few clicks outweigh the prior; 1 - w(n)
+    alone (lambda_users is about 10) left two thirds of it after five clicks.
+    """
+    return np.asarray(np.power(fade, n) * (1.0 - _weight(n, lam)), dtype=np.float32)
+
+
+def _extend_once(grid: Sequence[float], best: float, *, upper: bool) -> tuple[float, ...]:
+    """Values beyond a grid's edge when `best` sits on it: ×2 and ×4 past the top edge, ÷2 and
+    ÷4 past a positive bottom edge (`upper=False`); nothing otherwise (0 is a real choice)."""
+    if len(grid) < 2:
+        return ()
+    if upper and best == max(grid) and best > 0:
+        return (2.0 * best, 4.0 * best)
+    if not upper and best == min(grid) and best > 0:
+        return (best / 2.0, best / 4.0)
+    return ()
+
+
+@dataclass(frozen=True)
+class ColdUserChoice:
+    """What the cold-user blend was chosen on, and how it did there.
+
+    `ndcg` is the mean NDCG@k over held-out users served with nothing and with each number of
+    revealed items (keys: revealed count); `responsiveness` is the share of their top 10, after
+    `responsiveness_events` events, that their events brought in: items absent from the top 10
+    they got before any event (the revealed items excluded from both).
+    """
+
+    neighbour_weight: float
+    popularity_weight: float
+    popularity_fade: float
+    ndcg: dict[int, float]
+    responsiveness: float | None
+    min_responsiveness: float
+    users: int
+    at_grid_edge: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        ndcg = ", ".join(f"{v:.4f} (n={n})" for n, v in self.ndcg.items())
+        resp = "n/a" if self.responsiveness is None else f"{self.responsiveness:.2f}"
+        text = (
+            f"neighbour_weight={self.neighbour_weight:g} popularity_weight="
+            f"{self.popularity_weight:g} popularity_fade={self.popularity_fade:g}; on "
+            f"{self.users} held-out users NDCG {ndcg}; responsiveness {resp} (at least "
+            f"{self.min_responsiveness:g})"
+        )
+        if self.at_grid_edge:
+            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
+        return text
+
+    def to_json(self) -> str:
+        data = {**self.__dict__, "ndcg": {str(n): v for n, v in self.ndcg.items()}}
+        return json.dumps({**data, "at_grid_edge": list(self.at_grid_edge)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ColdUserChoice:
+        data = json.loads(text)
+        data["ndcg"] = {int(n): float(v) for n, v in data["ndcg"].items()}
+        data["at_grid_edge"] = tuple(data["at_grid_edge"])
+        return cls(**data)
+
+
+class _ColdBlendSearch:
+    """Scores the cold-user blend's weights on the validation cases, fast enough for big grids.
+
+    Each case's three terms are standardised once. Only candidate columns are ranked: per user,
+    the union of the top `depth` items of each term (the blend's top k lies there unless an
+    item is mediocre on all three at once), so a grid point costs a few hundred columns per
+    user instead of the catalogue.
+    """
+
+    def __init__(
+        self,
+        sub: WarmStartRecommender,
+        cases: Mapping[int, tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]],
+        k: int,
+        responsiveness_events: int,
+    ) -> None:
+        self.k = k
+        self.lam = sub.lambda_users_
+        z_pop = _standardise(sub._pop()[None, :].astype(np.float32))[0]
+        depth = max(4 * k, 100)
+        pop_top = np.argsort(-z_pop, kind="stable")[:depth]
+        self.cases: dict[int, tuple[Any, ...]] = {}
+        revealed = [n for n in cases if n > 0]
+        steer = (
+            responsiveness_events if responsiveness_events in cases else max(revealed, default=0)
+        )
+        self.steer = steer
+        for n, (base, rows, truth) in cases.items():
+            zb = _standardise(base)
+            zn = _standardise_sparse(sub._neighbour_rows(rows), None) if n else None
+            n_users, n_items = zb.shape
+            if depth >= n_items:
+                cols = np.tile(np.arange(n_items), (n_users, 1))
+            else:
+                blocks = [np.argpartition(-zb, depth - 1, axis=1)[:, :depth]]
+                if zn is not None:
+                    blocks.append(np.argpartition(-zn, depth - 1, axis=1)[:, :depth])
+                cols = np.hstack([*blocks, np.tile(pop_top, (n_users, 1))])
+            cols = np.sort(cols, axis=1)
+            dup = np.zeros(cols.shape, dtype=bool)
+            dup[:, 1:] = cols[:, 1:] == cols[:, :-1]
+            # Revealed items are never recommended back; the steered case's are also kept out
+            # of the nothing-revealed list it is compared with.
+            out = np.take_along_axis(rows.toarray() > 0, cols, axis=1)
+            mask = np.where(dup | out, -np.inf, 0.0).astype(np.float32)
+            steered_out = np.zeros(cols.shape, dtype=bool)
+            if n == 0 and steer:
+                steered_out = np.take_along_axis(cases[steer][1].toarray() > 0, cols, axis=1)
+            rows_n = np.diff(rows.indptr).astype(np.float32)
+            fade_n = popularity_fade(rows_n, 1.0, self.lam)  # times rho**n per grid point
+            self.cases[n] = (
+                cols,
+                np.take_along_axis(zb, cols, axis=1),
+                None if zn is None else np.take_along_axis(zn, cols, axis=1),
+                z_pop[cols] * fade_n[:, None],
+                mask,
+                np.where(steered_out, -np.inf, 0.0).astype(np.float32),
+                truth,
+            )
+        self._metric = NDCG(k)
+        self._memo: dict[tuple[float, float, float], tuple[dict[int, float], float | None]] = {}
+
+    def _top(self, n: int, a: float, b: float, rho: float, k: int, extra: bool) -> np.ndarray:
+        cols, zb, zn, zp, mask, steered_out, _ = self.cases[n]
+        scores = zb + mask
+        if zn is not None and a:
+            scores = scores + a * zn
+        if b:
+            scores = scores + (b * rho**n) * zp
+        if extra:
+            scores = scores + steered_out
+        order, _ = topk(scores, k, copy=False)
+        return np.take_along_axis(cols, np.maximum(order, 0), axis=1)
+
+    def measure(self, weights: tuple[float, float, float]) -> tuple[dict[int, float], float | None]:
+        """NDCG@k per revealed count, and the responsiveness (None without revealed cases)."""
+        if weights in self._memo:
+            return self._memo[weights]
+        a, b, rho = weights
+        ndcg = {
+            n: self._metric.calc(self._top(n, a, b, rho, self.k, False), case[-1])
+            for n, case in self.cases.items()
+        }
+        responsiveness = None
+        if self.steer:
+            after = self._top(self.steer, a, b, rho, 10, False)
+            before = self._top(0, a, b, rho, 10, True)
+            changed = [np.setdiff1d(x, y).size / x.size for x, y in zip(after, before, strict=True)]
+            responsiveness = float(np.mean(changed))
+        self._memo[weights] = (ndcg, responsiveness)
+        return ndcg, responsiveness
+
+    def best(
+        self, axes: Sequence[Sequence[float]], min_responsiveness: float
+    ) -> tuple[float, float, float]:
+        """The grid point with the best mean NDCG among those responsive enough (else the most
+        responsive one)."""
+        grid = [(float(a), float(b), float(r)) for a in axes[0] for b in axes[1] for r in axes[2]]
+        measured = {w: self.measure(w) for w in grid}
+        ok = [w for w in grid if (measured[w][1] or 0.0) >= min_responsiveness or not self.steer]
+        if not ok:
+            log.warning(
+                "no cold-user blend reaches responsiveness %s; taking the most responsive",
+                min_responsiveness,
+            )
+            return max(grid, key=lambda w: measured[w][1] or 0.0)
+        return max(ok, key=lambda w: float(np.mean(list(measured[w][0].values()))))
 
 
 def _time_ranks(dataset: Dataset) -> sp.csr_matrix | None:

@@ -79,12 +79,14 @@ class ServeSettings(BaseModel):
     # Cold-start blend weights for newcomers (few-shot, text-only, anonymous); None: the model's.
     neighbour_weight: float | None = Field(default=None, ge=0)
     popularity_weight: float | None = Field(default=None, ge=0)
+    popularity_fade: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def blend(self) -> dict[str, float]:
         pairs = (
             ("neighbour_weight", self.neighbour_weight),
             ("popularity_weight", self.popularity_weight),
+            ("popularity_fade", self.popularity_fade),
         )
         return {k: float(v) for k, v in pairs if v is not None}
 

@@ -363,7 +363,8 @@ class Engine:
     ) -> Ranked:
         """Top-k for a user id, routed as the module doc says.
 
-        `blend` overrides the cold-start blend weights (`neighbour_weight`, `popularity_weight`)
+        `blend` overrides the cold-start blend (`neighbour_weight`, `popularity_weight`,
+        `popularity_fade`)
         for this request, as an experiment's arm does; warm users' scores do not use them.
         """
         with self._lock, self._blend({**self.default_blend, **(blend or {})}):
@@ -429,13 +430,14 @@ class Engine:
             yield
             return
         m = self.model
-        saved = (m.neighbour_weight_, m.popularity_weight_)
+        saved = (m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_)
         m.neighbour_weight_ = float(blend.get("neighbour_weight", saved[0]))
         m.popularity_weight_ = float(blend.get("popularity_weight", saved[1]))
+        m.popularity_fade_ = float(blend.get("popularity_fade", saved[2]))
         try:
             yield
         finally:
-            m.neighbour_weight_, m.popularity_weight_ = saved
+            m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_ = saved
 
     def _profile_ranked(
         self, route: str, query: ProfileQuery, k: int, exclude_seen: bool, explain: bool

@@ -1,8 +1,8 @@
 """A/B tests: users hashed to arms, exposures counted per arm, clicks read from the events.
 
 An arm is a model variant (`model`: another saved model folder, served beside the main one) or a
-blend variant (`neighbour_weight`, `popularity_weight`: how much a newcomer's named items' neighbours
-and popularity count). A user's arm is a hash of the experiment id and the user id, so it is the
+blend variant (`neighbour_weight`, `popularity_weight`, `popularity_fade`: how much a newcomer's
+named items' neighbours and popularity count, and how fast the prior fades with their events). A user's arm is a hash of the experiment id and the user id, so it is the
 same on every request, on every server, and after a restart, with no assignment table to keep.
 
 One experiment runs at a time and applies to `GET /v1/users/{id}/recommendations`. Exposures
@@ -26,7 +26,7 @@ from warmstart.serve.store import ExperimentRecord, Store
 log = logging.getLogger(__name__)
 
 CLICK_TYPES = ("click", "purchase")
-BLEND_KEYS = ("neighbour_weight", "popularity_weight")
+BLEND_KEYS = ("neighbour_weight", "popularity_weight", "popularity_fade")
 
 
 class ExperimentConflict(ValueError):

@@ -275,6 +275,7 @@ class ArmIn(_In):
     model: ModelPath | None = None
     neighbour_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
     popularity_weight: float | None = Field(default=None, ge=0, le=1e3, allow_inf_nan=False)
+    popularity_fade: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
 class ExperimentIn(_In):
@@ -295,6 +296,7 @@ class ArmOut(_Out):
     model: str | None = None
     neighbour_weight: float | None = None
     popularity_weight: float | None = None
+    popularity_fade: float | None = None
     users: int  # users served by this arm
     impressions: int  # recommendation lists served
     items_shown: int

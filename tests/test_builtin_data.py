@@ -29,6 +29,8 @@ def data_dir() -> Path:
     except DataNotFoundError:
         pytest.skip("datasets folder not found (set WARMSTART_DATA)")
     for name in BUILTIN_DATASETS:
+        if name.endswith("-sparse"):  # built from the others
+            continue
         if not (path / name).is_dir():
             pytest.skip(f"{name} not in {path}")
     return path
@@ -178,3 +180,43 @@ def test_not_found_message_lists_every_place(
     for place in places:
         assert str(place) in msg
     assert "--data-dir" in msg and "WARMSTART_DATA" in msg
+
+
+def test_sparse_sample_is_a_core_of_a_sample() -> None:
+    """Every user and item left has at least min_count interactions, all from the original, and
+    item text is re-rendered from the features (titles alone here)."""
+    from synthetic import make_synthetic
+    from warmstart.data.builtin import sparse_sample
+
+    full = make_synthetic().dataset
+    small = sparse_sample(full, interactions=0.7, min_count=4, item_text="{title}", seed=1)
+    assert 0 < small.n_interactions < full.n_interactions
+    assert small.user_counts().min() >= 4 and small.item_counts().min() >= 4
+    pairs = set(
+        zip(
+            full.user_ids.to_external(full.users).tolist(),
+            full.item_ids.to_external(full.items).tolist(),
+            strict=True,
+        )
+    )
+    kept = zip(
+        small.user_ids.to_external(small.users).tolist(),
+        small.item_ids.to_external(small.items).tolist(),
+        strict=True,
+    )
+    assert set(kept) <= pairs
+    titles = full.item_features["title"]
+    first = full.item_ids.to_internal(small.item_ids.to_external([0]))[0]
+    assert small.item_text[0] == titles.iat[first]
+    again = sparse_sample(full, interactions=0.7, min_count=4, item_text="{title}", seed=1)
+    assert np.array_equal(again.users, small.users) and np.array_equal(again.items, small.items)
+    with pytest.raises(DataError, match="5-core"):
+        sparse_sample(full, interactions=0.01, min_count=5)
+
+
+def test_sparse_variants_are_small_and_titled(data_dir: Path) -> None:
+    for name in ("ml-100k-sparse", "citeulike-a-sparse"):
+        ds = load_builtin(name, data_dir)
+        assert 5_000 < ds.n_interactions < 12_000, name
+        assert ds.user_counts().min() >= 5 and ds.item_counts().min() >= 5
+        assert all(t and len(t) < 300 for t in ds.item_text)

@@ -35,7 +35,8 @@ out = Console()
 err = Console(stderr=True)
 
 DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="built-in dataset: ml-100k, citeulike-a")
+    str | None,
+    typer.Option("--dataset", help="built-in dataset: ml-100k, citeulike-a, or *-sparse"),
 ]
 DataDirOpt = Annotated[
     Path | None,

@@ -17,7 +17,15 @@ from warmstart.data.build import from_frames
 from warmstart.data.dataset import Dataset
 from warmstart.errors import DataError, DataNotFoundError
 
-BUILTIN_DATASETS: tuple[str, ...] = ("ml-100k", "citeulike-a")
+# Small sparse versions, like a first dataset of one's own: a sample (users, items and
+# interactions kept at these rates), then 5-core, items described by their title alone.
+SPARSE_VARIANTS: dict[str, tuple[str, float, float, float]] = {
+    "ml-100k-sparse": ("ml-100k", 1.0, 1.0, 0.1),
+    # CiteULike-a is too sparse for a sample of interactions to keep a 5-core: sample people
+    # and articles instead.
+    "citeulike-a-sparse": ("citeulike-a", 0.5, 0.2, 1.0),
+}
+BUILTIN_DATASETS: tuple[str, ...] = ("ml-100k", "citeulike-a", *SPARSE_VARIANTS)
 ENV_VAR = "WARMSTART_DATA"
 
 ML100K_ITEM_TEMPLATE = "{title}. {genres:list}. {plot}"
@@ -65,7 +73,7 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     raise DataNotFoundError(
         "cannot find the datasets folder. Looked in:\n  - "
         + "\n  - ".join(looked)
-        + f"\nPoint at the folder holding {' and '.join(BUILTIN_DATASETS)} with --data-dir DIR "
+        + "\nPoint at the folder holding ml-100k and citeulike-a with --data-dir DIR "
         f"or by setting {ENV_VAR}=DIR."
     )
 
@@ -83,6 +91,17 @@ def load_builtin(
         raise DataError(
             f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}"
         )
+    if name in SPARSE_VARIANTS:
+        source, users, items, interactions = SPARSE_VARIANTS[name]
+        full = load_builtin(source, data_dir)
+        return sparse_sample(
+            full,
+            users=users,
+            items=items,
+            interactions=interactions,
+            item_text="{title}",
+            name=name,
+        )
     root = resolve_data_dir(data_dir)
     folder = root / name
     if not folder.is_dir():
@@ -92,6 +111,60 @@ def load_builtin(
             raise DataError("include_tags applies to citeulike-a only; ml-100k has no tags")
         return _load_ml100k(folder)
     return _load_citeulike(folder, include_tags=include_tags)
+
+
+def sparse_sample(
+    dataset: Dataset,
+    *,
+    users: float = 1.0,
+    items: float = 1.0,
+    interactions: float = 1.0,
+    min_count: int = 5,
+    item_text: str | None = None,
+    seed: int = 0,
+    name: str | None = None,
+) -> Dataset:
+    """A smaller, sparser dataset: users, items and interactions each kept at the given rate
+    (seeded), then the `min_count`-core (users and items with at least that many interactions,
+    repeated until stable). Entities left without interactions are dropped; `item_text`
+    re-renders item text from the item features (e.g. "{title}" for titles alone)."""
+    rng = np.random.default_rng(seed)
+    keep_user = rng.random(dataset.n_users) < users
+    keep_item = rng.random(dataset.n_items) < items
+    keep = keep_user[dataset.users] & keep_item[dataset.items]
+    keep &= rng.random(dataset.n_interactions) < interactions
+    while True:
+        uc = np.bincount(dataset.users[keep], minlength=dataset.n_users)
+        ic = np.bincount(dataset.items[keep], minlength=dataset.n_items)
+        drop = keep & ((uc[dataset.users] < min_count) | (ic[dataset.items] < min_count))
+        if not drop.any():
+            break
+        keep &= ~drop
+    if not keep.any():
+        raise DataError(f"no interactions are left in the {min_count}-core of the sample")
+    u_ids = dataset.user_ids.to_external(dataset.users[keep])
+    i_ids = dataset.item_ids.to_external(dataset.items[keep])
+    frame = pd.DataFrame({"user_id": u_ids, "item_id": i_ids, "rating": dataset.weights[keep]})
+    if dataset.timestamps is not None:
+        frame["timestamp"] = dataset.timestamps[keep]
+    kept_items = np.unique(dataset.items[keep])
+    item_frame = dataset.item_features.iloc[kept_items].reset_index(drop=True)
+    item_frame.insert(0, "item_id", dataset.item_ids.to_external(kept_items))
+    user_frame = None
+    if len(dataset.user_features.columns):
+        kept_users = np.unique(dataset.users[keep])
+        user_frame = dataset.user_features.iloc[kept_users].reset_index(drop=True)
+        user_frame.insert(0, "user_id", dataset.user_ids.to_external(kept_users))
+    return from_frames(
+        frame,
+        item_frame,
+        user_frame,
+        rating_col="rating" if dataset.has_ratings else None,
+        timestamp_col="timestamp" if dataset.timestamps is not None else None,
+        item_text=item_text or dataset.item_template,
+        user_text=dataset.user_template if user_frame is not None else None,
+        name=name or f"{dataset.name}-sample",
+    )
 
 
 def citeulike_dropoutnet_split(data_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:

@@ -31,6 +31,8 @@ class CFConfig(ModelConfig):
     bpr_iterations: int = 100
     binarize: bool = False  # treat every interaction as weight 1 (e.g. ratings as plain "seen")
     seed: int = 0
+    # 0: every core for ALS, whose per-user solves are independent, so the result is the same;
+    # BPR's SGD (Hogwild) is only repeatable on one thread, so 0 means 1 there.
     num_threads: int = 0
 
 
@@ -71,7 +73,7 @@ def fit_factors(matrix: sp.csr_matrix, cfg: CFConfig) -> tuple[np.ndarray, np.nd
                 regularization=cfg.regularization,
                 iterations=cfg.bpr_iterations,
                 random_state=cfg.seed,
-                num_threads=cfg.num_threads,
+                num_threads=cfg.num_threads or 1,
             )
         model.fit(conf, show_progress=False)
     users = np.ascontiguousarray(model.user_factors, dtype=np.float32)

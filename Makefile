@@ -44,6 +44,11 @@ bench: install
 	for p in cold-user cold-item warm; do \
 	  $(BIN)/warmstart evaluate --dataset ml-100k --min-rating 4 --protocol $$p --output runs/ml100k-$$p.json || exit 1; \
 	done
+	$(BIN)/warmstart evaluate --dataset ml-100k --protocol cold-user --output runs/ml100k-all-cold-user.json
+	for d in ml-100k-sparse citeulike-a-sparse; do for p in warm cold-user cold-item; do \
+	  $(BIN)/warmstart evaluate --dataset $$d --protocol $$p --output runs/$$d-$$p.json || exit 1; \
+	done; done
+	$(BIN)/python benchmarks/bench_fit_small.py --output runs/fit-small.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

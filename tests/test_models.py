@@ -525,6 +525,14 @@ class TestWarmStart(ModelContract):
         assert model.config.lambda_items is None and model.config.lambda_users is None
         assert model.lambda_items_ in model.config.lambda_grid
         assert model.lambda_users_ in model.config.lambda_grid
+        # the warm blend's weights are chosen on the same slice, and (0, 0) is on the grid
+        choice = model.warm_user_choice_
+        assert choice is not None and choice.users > 0
+        assert choice.ndcg >= choice.ndcg_without
+        assert (choice.neighbour_weight, choice.popularity_weight) == (
+            model.warm_neighbour_weight_,
+            model.warm_popularity_weight_,
+        )
 
     def test_given_lambdas_are_kept(self, data: Synthetic, tmp_path: Path) -> None:
         m = self.make(tmp_path, lambda_items=2.5, lambda_users=7.0).fit(data.dataset)
@@ -542,6 +550,9 @@ class TestWarmStart(ModelContract):
             ),
             pytest.param({"cf": {**CF, "algorithm": "bpr", "learning_rate": 0.05}}, id="bpr"),
             pytest.param({"neighbour_weight": 1.0, "popularity_weight": 1.0}, id="cold-blend"),
+            pytest.param(
+                {"warm_neighbour_weight": 1.0, "warm_popularity_weight": 0.5}, id="warm-blend"
+            ),
         ],
     )
     def test_variants(self, data: Synthetic, tmp_path: Path, overrides: dict[str, Any]) -> None:

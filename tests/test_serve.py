@@ -174,6 +174,37 @@ def test_warm_user_matches_the_model(
     assert not set(_ids(body)) & data.history(user)
 
 
+@pytest.mark.parametrize("exact_below", [20_000, 0], ids=["exact", "hnsw"])
+def test_warm_blend_is_served_as_the_model_scores_it(
+    data: Synthetic, tmp_path: Path, exact_below: int
+) -> None:
+    """With warm users' neighbour, popularity and new-item terms on, the service's top-k (all
+    items, or the search's candidates plus neighbours and popular items) equals the library's."""
+    from synthetic import CF
+    from warmstart.models.hybrid import WarmStartRecommender
+
+    model = WarmStartRecommender(
+        encoder="hashing",
+        cf=CF,
+        warm_neighbour_weight=1.0,
+        warm_popularity_weight=0.5,
+        new_item_boost=1.0,
+    ).fit(data.dataset)
+    assert model.blends_warm_users
+    folder = model.save(tmp_path / "model")
+    with serving(folder, tmp_path / "serve.db", exact_below=exact_below) as c:
+        for user in data.warm_users[:6]:
+            body = c.get(f"/v1/users/{user}/recommendations?k=5", headers=AUTH).json()
+            assert body["route"] == "warm"
+            expected = model.recommend_one(user, k=5)
+            assert _ids(body) == [i for i, _ in expected]
+            np.testing.assert_allclose(
+                [r["score"] for r in body["recommendations"]],
+                [s for _, s in expected],
+                rtol=1e-4,
+            )
+
+
 def test_text_only_new_user_gets_their_group(client: httpx.Client, data: Synthetic) -> None:
     for g in range(len(GROUPS)):
         user = f"new-{g}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,9 @@ class WarmStartConfig(ModelConfig):
     # neighbours, and a popularity prior that fades as they interact. None = chosen on users
     # held out of a second fit, with their earliest items revealed.
     neighbours: int = 100
+    # Neighbour similarities divided by the neighbour's interaction count to this power (RP3beta's
+    # popularity penalty): 0 leaves blockbusters the neighbours of everything.
+    neighbour_popularity_penalty: float = Field(default=0.5, ge=0.0)
     neighbour_weight: float | None = None
     popularity_weight: float | None = None
     # The prior's weight is multiplied by popularity_fade ** n after n events (and by 1 - w(n)).
@@ -88,6 +92,26 @@ class WarmStartConfig(ModelConfig):
     # of their top 10 must be items those events brought in (0 turns the constraint off).
     min_responsiveness: float = Field(default=0.5, ge=0.0, le=1.0)
     responsiveness_events: int = Field(default=3, ge=1)
+    # Warm users: their score plus these weights times the standardised neighbour score of their
+    # history and popularity (item-kNN and popularity, where those beat the factors on sparse
+    # data). None = chosen on the held-out slice that chooses the lambdas; 0 where they do not help.
+    warm_neighbour_weight: float | None = None
+    warm_popularity_weight: float | None = None
+    warm_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    # Warm users: an item with no interactions yet gets boost * its standardised score (where
+    # positive) added, fading as it collects some, so new items that fit reach lists where warm
+    # items have neighbour and popularity terms. None = the largest gain for held-out new items
+    # that costs the held-out warm interactions at most new_item_cost of their NDCG.
+    new_item_boost: float | None = None
+    new_item_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+    new_item_cost: float = Field(default=0.05, ge=0.0, le=1.0)
+    # ALS factors, regularisation and confidence weight (and BPR, on data without strengths)
+    # chosen on the held-out slice, starting from `cf`; off: `cf` as given.
+    tune_cf: bool = True
+    cf_factor_grid: tuple[int, ...] = (32, 64, 128)
+    cf_regularization_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    cf_alpha_grid: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    cf_search_seconds: float = Field(default=60.0, gt=0)
     seed: int = 0
 
 
@@ -175,7 +199,13 @@ class WarmStartRecommender(TextAware, Recommender):
         self.neighbour_weight_ = 0.0
         self.popularity_weight_ = 0.0
         self.popularity_fade_ = 1.0
+        self.warm_neighbour_weight_ = 0.0
+        self.warm_popularity_weight_ = 0.0
+        self.new_item_boost_ = 0.0
         self.cold_user_choice_: ColdUserChoice | None = None
+        self.warm_user_choice_: WarmUserChoice | None = None
+        self.cf_: CFConfig = self.config.cf  # the settings fitted with (tuned, or as given)
+        self.cf_choice_: CFChoice | None = None
         self.item_map: FactorMap | None = None
         self.user_map: FactorMap | None = None
         self.lambda_items_ = 0.0
@@ -192,37 +222,45 @@ class WarmStartRecommender(TextAware, Recommender):
         self.uses_user_text_ = bool(np.any(self.user_text_embeddings))
         self._time_rank = _time_ranks(dataset) if cfg.history_order == "earliest" else None
         lam_i, lam_u, beta = cfg.lambda_items, cfg.lambda_users, cfg.text_profile_weight
+        warm = (cfg.warm_neighbour_weight, cfg.warm_popularity_weight, cfg.new_item_boost)
         penalties: tuple[float | None, float | None] = (None, None)
-        if lam_i is None or lam_u is None or beta is None:
-            lam_i, lam_u, beta = self._choose_lambdas(catalogue.seen, lam_i, lam_u, beta)
+        self.warm_user_choice_ = None
+        self.cf_, self.cf_choice_ = cfg.cf, None
+        if lam_i is None or lam_u is None or beta is None or None in warm:
+            lam_i, lam_u, beta, warm = self._choose_lambdas(
+                catalogue.seen, lam_i, lam_u, beta, warm
+            )
             assert self.item_map is not None and self.user_map is not None
             penalties = (self.item_map.alpha, self.user_map.alpha)
+        self.warm_neighbour_weight_, self.warm_popularity_weight_, self.new_item_boost_ = (
+            float(x or 0.0) for x in warm
+        )
         self.lambda_items_, self.lambda_users_ = float(lam_i), float(lam_u)
         self.text_profile_weight_ = float(beta)
         p, q, self.item_map, self.user_map = self._fit_core(catalogue.seen, penalties)
         self.item_cf = self._blend_items(q, catalogue.seen, self.lambda_items_)
-        self.user_cf = self._blend_users(p, catalogue.seen, self.lambda_users_)
         w = _weight(catalogue.item_counts().astype(np.float32), self.lambda_items_)
         self.cov_cf = _covariance(self.item_cf)
         self.cov_text = _covariance(self.item_embeddings)
         self.item_vectors = np.hstack([self.item_cf, (1.0 - w)[:, None] * self.item_embeddings])
-        self.user_vectors = self._scoring_users(
-            self.user_cf, self._served_text_profiles(catalogue.seen)
-        )
-        self.neighbour_sim = _cosine_knn(_binary(catalogue.seen), cfg.neighbours)
+        self.neighbour_sim = self._neighbour_matrix(catalogue.seen)
         a, b, fade = cfg.neighbour_weight, cfg.popularity_weight, cfg.popularity_fade
         self.cold_user_choice_ = None
         if a is None or b is None or fade is None:
             a, b, fade = self._choose_cold_user_weights(dataset, a, b, fade)
         self.neighbour_weight_, self.popularity_weight_ = float(a), float(b)
         self.popularity_fade_ = float(fade)
+        self.user_cf = self._blend_users(p, catalogue.seen, self.lambda_users_)
+        self.user_vectors = self._scoring_users(
+            self.user_cf, self._served_text_profiles(catalogue.seen)
+        )
 
     def _fit_core(
         self, seen: sp.csr_matrix, penalties: tuple[float | None, float | None] = (None, None)
     ) -> tuple[np.ndarray, np.ndarray, FactorMap, FactorMap]:
         """ALS factors and the two text maps; `penalties` reuses ridge alphas chosen earlier."""
         cfg = self.config
-        p, q = fit_factors(seen, cfg.cf)
+        p, q = fit_factors(seen, self.cf_)
         item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
         warm_items = np.flatnonzero(item_counts > 0)
         item_map = fit_factor_map(
@@ -366,12 +404,15 @@ class WarmStartRecommender(TextAware, Recommender):
         lam_i: float | None,
         lam_u: float | None,
         beta: float | None,
-    ) -> tuple[float, float, float]:
-        """Coordinate search of lambda_items, lambda_users and beta on held-out training data.
+        warm: tuple[float | None, float | None, float | None] = (0.0, 0.0, 0.0),
+    ) -> tuple[float, float, float, tuple[float, float, float]]:
+        """Coordinate search of lambda_items, lambda_users and beta on held-out training data,
+        then the warm users' neighbour and popularity weights.
 
-        A slice of interactions is held out to choose the lambdas (recall@k of warm users), and
-        `cold_validation_fraction` of the items are held out entirely to choose beta the way it is
-        used: ranking cold items, by NDCG@k (the top of a newcomer's list matters most).
+        A slice of interactions is held out to choose the lambdas (recall@k of warm users) and
+        the warm weights (NDCG@k), and `cold_validation_fraction` of the items are held out
+        entirely to choose beta the way it is used: ranking cold items, by NDCG@k (the top of a
+        newcomer's list matters most).
         """
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
@@ -385,6 +426,11 @@ class WarmStartRecommender(TextAware, Recommender):
         shape = seen.shape
         train = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=shape)
         fallback = (lam_i or 0.0, lam_u or 0.0, beta if beta is not None else 0.0)
+        if cfg.tune_cf and held.any():
+            held_out = sp.csr_matrix(
+                (np.ones(held.sum(), np.float32), (coo.row[held], coo.col[held])), shape=shape
+            )
+            self.cf_ = self._choose_cf(train, held_out)
         p, q, self.item_map, self.user_map = self._fit_core(train)
         profiles = self._text_profiles(train)
 
@@ -443,7 +489,224 @@ class WarmStartRecommender(TextAware, Recommender):
             best_u,
             beta,
         )
-        return float(best_i), float(best_u), float(beta)
+        warm_a, warm_b, boost = warm
+        if warm_a is None or warm_b is None or boost is None:
+            if held.any():
+
+                def interactions(mask: np.ndarray) -> sp.csr_matrix:
+                    ones = np.ones(mask.sum(), np.float32)
+                    return sp.csr_matrix((ones, (coo.row[mask], coo.col[mask])), shape=shape)
+
+                blend = self._blended_scorer(p, q, train, profiles, best_i, best_u, beta)
+                warm_a, warm_b, boost = self._choose_warm_weights(
+                    train, interactions(held), interactions(is_cold), blend, best_i, warm
+                )
+            else:
+                warm_a, warm_b, boost = warm_a or 0.0, warm_b or 0.0, boost or 0.0
+        return float(best_i), float(best_u), float(beta), (warm_a, warm_b, boost)
+
+    def _choose_cf(self, train: sp.csr_matrix, valid: sp.csr_matrix) -> CFConfig:
+        """ALS regularisation, factors and confidence weight, by NDCG@k of the factors alone on
+        the held-out slice: a coordinate search in that order from the default `cf` (factors
+        after regularisation: with the default's light penalty, fewer factors win only because
+        they overfit less, and blur a newcomer's few clicks into what everyone likes; the fewest
+        factors within 1 % of the best, as each one costs fit time), each grid
+        extended once past the edge its best value sits on, within `cf_search_seconds` (past
+        it, the best so far). Data with no strengths (every weight 1) skips alpha, which then
+        only rescales every confidence alike, and also tries BPR."""
+        cfg = self.config
+        start = time.perf_counter()
+        users = np.flatnonzero(np.diff(valid.indptr) > 0)
+        if users.size > 2000:
+            users = np.sort(np.random.default_rng([cfg.seed, 3]).choice(users, 2000, replace=False))
+        truth, rows = valid[users], train[users]
+        metric = NDCG(cfg.validation_k)
+        memo: dict[tuple[Any, ...], float] = {}
+        stopped = False
+
+        def key(cf: CFConfig) -> tuple[Any, ...]:
+            return (cf.algorithm, cf.factors, cf.regularization, cf.alpha)
+
+        def ndcg(cf: CFConfig) -> float:
+            nonlocal stopped
+            if key(cf) not in memo:
+                if time.perf_counter() - start > cfg.cf_search_seconds:
+                    stopped = True
+                    return -1.0
+                # fewer sweeps than the final fit: enough to rank settings, at half the cost
+                p, q = fit_factors(train, cf.model_copy(update={"iterations": 8}))
+                ids, _ = topk(p[users] @ q.T, cfg.validation_k, rows)
+                memo[key(cf)] = metric.calc(ids, truth)
+            return memo[key(cf)]
+
+        def tried(cf: CFConfig, name: str, values: Sequence[float]) -> list[CFConfig]:
+            cast = int if name == "factors" else float
+            return [cf.model_copy(update={name: cast(v)}) for v in values]
+
+        strengths = not cfg.cf.binarize and bool(np.any(train.data != 1.0))
+        axes = {
+            "regularization": cfg.cf_regularization_grid,
+            "factors": tuple(float(f) for f in cfg.cf_factor_grid),
+            "alpha": cfg.cf_alpha_grid if strengths else (),
+        }
+
+        def pick(options: list[CFConfig], name: str) -> CFConfig:
+            """The best; for factors, the fewest within 1 % of the best (each costs fit time)."""
+            top = max(options, key=ndcg)
+            if name != "factors":
+                return top
+            close = [o for o in options if ndcg(o) >= 0.99 * ndcg(top)]
+            return min(close, key=lambda o: o.factors)
+
+        best, edges = cfg.cf, []
+        for name, grid in axes.items():
+            if not grid:
+                continue
+            best = pick([best, *tried(best, name, grid)], name)
+            value = float(getattr(best, name))
+            more = _extend_once(grid, value, upper=True) or _extend_once(grid, value, upper=False)
+            if more:
+                best = pick([best, *tried(best, name, grid), *tried(best, name, more)], name)
+                if float(getattr(best, name)) == more[-1]:
+                    edges.append(name)
+        if not strengths and cfg.cf.algorithm == "als":
+            best = max([best, best.model_copy(update={"algorithm": "bpr"})], key=ndcg)
+        self.cf_choice_ = CFChoice(
+            algorithm=best.algorithm,
+            factors=best.factors,
+            regularization=best.regularization,
+            alpha=best.alpha,
+            ndcg=memo.get(key(best), float("nan")),
+            ndcg_default=memo.get(key(cfg.cf), float("nan")),
+            fits=len(memo),
+            seconds=round(time.perf_counter() - start, 2),
+            stopped_by_budget=stopped,
+            at_grid_edge=tuple(edges),
+        )
+        log.info("collaborative filtering: %s", self.cf_choice_.summary())
+        return best
+
+    def _blended_scorer(
+        self,
+        p: np.ndarray,
+        q: np.ndarray,
+        train: sp.csr_matrix,
+        profiles: np.ndarray,
+        lam_i: float,
+        lam_u: float,
+        beta: float,
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """Scores of the given users over every item, as a model fitted on `train` with these
+        lambdas and beta would give them (before any blend)."""
+        qv = self._blend_items(q, train, lam_i)
+        w = _weight(np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32), lam_i)
+        cov = (_covariance(qv), _covariance(self.item_embeddings))
+        iv = np.hstack([qv, (1.0 - w)[:, None] * self.item_embeddings])
+        pv = self._blend_users(p, train, lam_u)
+
+        def scores(users: np.ndarray) -> np.ndarray:
+            return np.asarray(self._scoring_users(pv[users], profiles[users], beta, cov) @ iv.T)
+
+        return scores
+
+    def _choose_warm_weights(
+        self,
+        train: sp.csr_matrix,
+        valid: sp.csr_matrix,
+        new_valid: sp.csr_matrix,
+        scores: Callable[[np.ndarray], np.ndarray],
+        lam_i: float,
+        given: tuple[float | None, float | None, float | None],
+    ) -> tuple[float, float, float]:
+        """Warm users' neighbour and popularity weights and the new-item boost.
+
+        The weights: the best NDCG@k of the held-out interactions of (up to 1,000) users, on
+        `warm_grid`, among those that cost the users' interactions with the items held out
+        entirely (new items, placed by text alone, ranked among every item) at most
+        `new_item_cost` of their NDCG; zero where the terms do not help. Then the boost: the
+        best NDCG@k of those new-item interactions among the boosts that cost the warm ones at
+        most `new_item_cost`: as many fitting new items as a list can take without getting
+        worse at what it already did. Grids are extended once past their top edge.
+        """
+        cfg = self.config
+        both = valid + new_valid
+        users = np.flatnonzero(np.diff(both.indptr) > 0)
+        if users.size > 1000:
+            users = np.sort(np.random.default_rng([cfg.seed, 2]).choice(users, 1000, replace=False))
+        base = scores(users)
+        rows = train[users]
+        counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+        w = _weight(counts, lam_i)
+        knn = self._neighbour_matrix(train)
+        near = w * _standardise_sparse(_binary(rows) @ knn, None)
+        z_pop = w * _standardise(np.log1p(counts)[None, :])
+        fresh = (1.0 - w)[None, :] * np.maximum(_standardise(base), 0.0)
+        truths = {"warm": valid[users], "new": new_valid[users]}
+        metric = NDCG(cfg.validation_k)
+        memo: dict[tuple[str, float, float, float], float] = {}
+
+        def ndcg(truth: str, weights: tuple[float, float, float]) -> float:
+            key = (truth, *weights)
+            if key not in memo:
+                wa, wb, boost = weights
+                blended = base + wa * near + wb * z_pop + boost * fresh
+                ids, _ = topk(blended, cfg.validation_k, rows)
+                memo[key] = metric.calc(ids, truths[truth])
+            return memo[key]
+
+        def search(axes: list[tuple[float, ...]], truth: str) -> tuple[float, float, float]:
+            def best_of(grid: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+                if truth == "warm":  # terms that keep new items where they were, near enough
+                    floor = (1.0 - cfg.new_item_cost) * ndcg("new", (0.0, 0.0, 0.0))
+                    given_both = a is not None and b is not None
+                    ok = [g for g in grid if given_both or not new_items or ndcg("new", g) >= floor]
+                    return max(ok or [(0.0, 0.0, 0.0)], key=lambda g: ndcg("warm", g))
+                floor = (1.0 - cfg.new_item_cost) * ndcg("warm", (*grid[0][:2], 0.0))
+                ok = [g for g in grid if ndcg("warm", g) >= floor] or [(*grid[0][:2], 0.0)]
+                return max(ok, key=lambda g: (ndcg("new", g), -g[2]))
+
+            grid = [(x, y, z) for x in axes[0] for y in axes[1] for z in axes[2]]
+            best = best_of(grid)
+            for axis in range(3):
+                if len(axes[axis]) > 1:
+                    more = _extend_once(axes[axis], best[axis], upper=True)
+                    axes[axis] = tuple(sorted({*axes[axis], *more}))
+            return best_of([(x, y, z) for x in axes[0] for y in axes[1] for z in axes[2]])
+
+        names = ("warm_neighbour_weight", "warm_popularity_weight", "new_item_boost")
+        a, b, boost = given
+        axes = [
+            (a,) if a is not None else cfg.warm_grid,
+            (b,) if b is not None else cfg.warm_grid,
+            (0.0,),
+        ]
+        new_items = new_valid.nnz > 0
+        wa, wb, _ = search(axes, "warm")
+        edges = [
+            name
+            for name, grid, value in zip(names[:2], axes[:2], (wa, wb), strict=True)
+            if len(grid) > 1 and value == max(grid)
+        ]
+        boost_axis = (boost,) if boost is not None else cfg.new_item_grid if new_items else (0.0,)
+        axes[:2] = [(wa,), (wb,)]
+        axes[2] = boost_axis
+        best = (wa, wb, boost) if boost is not None else search(axes, "new")
+        if len(axes[2]) > 1 and best[2] == max(axes[2]):
+            edges.append(names[2])
+        self.warm_user_choice_ = WarmUserChoice(
+            neighbour_weight=float(best[0]),
+            popularity_weight=float(best[1]),
+            new_item_boost=float(best[2]),
+            ndcg=ndcg("warm", (best[0], best[1], 0.0)),
+            ndcg_without=ndcg("warm", (0.0, 0.0, 0.0)),
+            ndcg_boosted=ndcg("warm", best),
+            ndcg_new=ndcg("new", best),
+            ndcg_new_without=ndcg("new", (best[0], best[1], 0.0)),
+            users=int(users.size),
+            at_grid_edge=tuple(edges),
+        )
+        log.info("warm users: %s", self.warm_user_choice_.summary())
+        return float(best[0]), float(best[1]), float(best[2])
 
     def _choose_cold_user_weights(
         self, dataset: Dataset, a: float | None, b: float | None, fade: float | None
@@ -473,14 +736,13 @@ class WarmStartRecommender(TextAware, Recommender):
         ]
         free = [a is None, b is None, fade is None]
         best = search.best(axes, cfg.min_responsiveness)
-        extended = False
         for axis, grid in enumerate(axes):
             more = _extend_once(grid, best[axis], upper=axis < 2) if free[axis] else ()
             if more:
+                # the extended axis, the others held at their best (not the whole grid again)
                 axes[axis] = tuple(sorted({*grid, *more}, reverse=axis == 2))
-                extended = True
-        if extended:
-            best = search.best(axes, cfg.min_responsiveness)
+                line = [(v,) if i != axis else axes[axis] for i, v in enumerate(best)]
+                best = search.best(line, cfg.min_responsiveness)
         edges = [
             name
             for name, grid, value, is_free, upper in zip(
@@ -543,6 +805,11 @@ class WarmStartRecommender(TextAware, Recommender):
             neighbour_weight=0.0,
             popularity_weight=0.0,
             popularity_fade=1.0,
+            warm_neighbour_weight=self.warm_neighbour_weight_,
+            warm_popularity_weight=self.warm_popularity_weight_,
+            new_item_boost=self.new_item_boost_,
+            cf=self.cf_.model_dump(),
+            tune_cf=False,
         )
         sub.fit(dataset.with_interactions(~held))
         texts = dataset.user_texts()
@@ -552,7 +819,7 @@ class WarmStartRecommender(TextAware, Recommender):
                 order[u] = rng.permutation(pos)
             else:
                 order[u] = pos[np.argsort(dataset.timestamps[pos], kind="stable")]
-        cases = {}
+        cases, asked = {}, {}
         for n in counts:
             queries = [
                 ProfileQuery(text=None, attribute_text=texts[u], items=dataset.items[order[u][:n]])
@@ -566,7 +833,41 @@ class WarmStartRecommender(TextAware, Recommender):
             )
             rows = profile_rows(queries, dataset.n_items)
             cases[n] = (sub.score_profiles(queries), rows, truth)
+            asked[n] = queries
+        if self.config.lambda_users is None and len(cases) > 1:
+            lam = self._choose_lambda_users(sub, cases, asked)
+            if lam != sub.lambda_users_:
+                sub.lambda_users_ = self.lambda_users_ = lam
+                cases = {n: (sub.score_profiles(asked[n]), *cases[n][1:]) for n in cases}
         return sub, cases
+
+    def _choose_lambda_users(
+        self,
+        sub: WarmStartRecommender,
+        cases: Mapping[int, tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]],
+        asked: Mapping[int, list[ProfileQuery]],
+    ) -> float:
+        """lambda_users where it matters: for users with a few events, whose vector blends the
+        fold-in of their items with the text map by w(n) = n / (n + lambda). The held-out slice
+        of warm users (where w is near 1 whatever lambda) cannot tell; the held-out newcomers,
+        by the NDCG@k of their unblended scores after 1, 3 and 5 events, can."""
+        metric, k = NDCG(self.config.validation_k), self.config.validation_k
+        chosen = sub.lambda_users_
+
+        def ndcg(lam: float) -> float:
+            sub.lambda_users_ = lam
+            values = []
+            for n, (_, rows, truth) in cases.items():
+                if n:
+                    ids, _ = topk(sub.score_profiles(asked[n]), k, rows)
+                    values.append(metric.calc(ids, truth))
+            return float(np.mean(values))
+
+        grid = sorted({chosen, *self.config.lambda_grid})
+        best = max(grid, key=ndcg)
+        sub.lambda_users_ = chosen
+        log.info("chose lambda_users=%s on held-out newcomers", best)
+        return float(best)
 
     def _refit_model(self, **overrides: Any) -> WarmStartRecommender:
         """A plain warmstart with this model's settings and encoder, for a validation refit."""
@@ -584,6 +885,22 @@ class WarmStartRecommender(TextAware, Recommender):
             f"lambda_items={self.lambda_items_:g} lambda_users={self.lambda_users_:g} "
             f"text_profile_weight={self.text_profile_weight_:g}"
         ]
+        if self.cf_choice_ is not None:
+            lines.append(f"collaborative filtering: {self.cf_choice_.summary()}")
+        else:
+            cf = self.cf_
+            lines.append(
+                f"collaborative filtering: {cf.algorithm} factors={cf.factors} "
+                f"regularization={cf.regularization:g} alpha={cf.alpha:g} (given)"
+            )
+        if self.warm_user_choice_ is not None:
+            lines.append(f"warm users: {self.warm_user_choice_.summary()}")
+        else:
+            lines.append(
+                f"warm users: warm_neighbour_weight={self.warm_neighbour_weight_:g} "
+                f"warm_popularity_weight={self.warm_popularity_weight_:g} "
+                f"new_item_boost={self.new_item_boost_:g} (given)"
+            )
         choice = self.cold_user_choice_
         if choice is not None:
             lines.append(f"cold users: {choice.summary()}")
@@ -598,11 +915,64 @@ class WarmStartRecommender(TextAware, Recommender):
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         scores = self.user_vectors[users] @ self.item_vectors.T
-        cold = np.flatnonzero(self.catalogue.user_counts()[users] == 0)
+        counts = self.catalogue.user_counts()[users]
+        warm = np.flatnonzero(counts > 0)
+        if warm.size and self.blends_warm_users:
+            scores[warm] = self._warm_blend(scores[warm], users[warm])
+        cold = np.flatnonzero(counts == 0)
         if cold.size:
             empty = sp.csr_matrix((cold.size, scores.shape[1]), dtype=np.float32)
             scores[cold] = self._cold_blend(scores[cold], empty)
         return scores
+
+    @property
+    def blends_warm_users(self) -> bool:
+        """Whether warm users' scores add neighbour or popularity terms to the dot product."""
+        return bool(
+            self.warm_neighbour_weight_ or self.warm_popularity_weight_ or self.new_item_boost_
+        )
+
+    def score_warm_user(self, user: int, candidates: np.ndarray) -> np.ndarray:
+        """A warm user's scores for `candidates` only (internal ids), equal to the full ones:
+        the added terms are standardised over every item, as `_score_users` does."""
+        scores = self.user_vectors[[user]] @ self.item_vectors[candidates].T
+        return self._warm_blend(scores, np.array([user]), candidates)
+
+    def history_neighbours(self, user: int) -> np.ndarray:
+        """Internal ids of the items near a trained user's history (the warm blend's term)."""
+        return np.asarray(self._neighbour_rows(self.catalogue.seen[[user]]).indices, np.int64)
+
+    def _warm_blend(
+        self, scores: np.ndarray, users: np.ndarray, columns: np.ndarray | None = None
+    ) -> np.ndarray:
+        """s + w_i (a_w z(history's neighbours) + b_w z(popularity)) + boost (1 - w_i) max(z(s), 0).
+
+        The scores are already on a per-user unit scale (the scoring vectors are divided by their
+        spread), so the terms add as the cold blend's do. w_i = n_i / (n_i + lambda_items) is the
+        item's collaborative weight: an item with no interactions has no neighbours and no
+        popularity yet, which says nothing against it, so it gets the average item's terms (0)
+        and competes on its text-placed score, raised in proportion to how well it fits (the
+        boost), so new items that fit reach lists where warm items have those terms.
+        """
+        a, b = self.warm_neighbour_weight_, self.warm_popularity_weight_
+        out = np.array(scores, dtype=np.float32)
+        counts = self.catalogue.item_counts().astype(np.float32)
+        w = _weight(counts if columns is None else counts[columns], self.lambda_items_)
+        if a:
+            near = self._neighbour_rows(self.catalogue.seen[users])
+            out += a * w * _standardise_sparse(near, columns)
+        if b:
+            z_pop = self._popularity_z()
+            out += b * w * (z_pop if columns is None else z_pop[:, columns])
+        if self.new_item_boost_:
+            if columns is None:
+                z = _standardise(scores)
+            else:
+                d = self.item_vectors.shape[1]
+                mean, sd = self.item_moments().spread(self.user_vectors[users], slice(0, d))
+                z = (scores - mean[:, None]) / (sd[:, None] + 1e-9)
+            out += self.new_item_boost_ * (1.0 - w) * np.maximum(z, 0.0)
+        return out
 
     def _cold_blend(
         self,
@@ -647,6 +1017,18 @@ class WarmStartRecommender(TextAware, Recommender):
             out += b * fade[:, None] * (z_pop if columns is None else z_pop[:, columns.cols])
         return out
 
+    def _neighbour_matrix(self, seen: sp.csr_matrix) -> sp.csr_matrix:
+        """Each item's `neighbours` nearest by cosine of who picked them, each neighbour j's
+        similarity divided by n_j ** neighbour_popularity_penalty: what people specifically pick
+        with an item, not what everybody picks anyway (the popularity term's job)."""
+        cfg = self.config
+        sim = _cosine_knn(_binary(seen), cfg.neighbours)
+        if cfg.neighbour_popularity_penalty:
+            counts = np.maximum(np.bincount(seen.indices, minlength=seen.shape[1]), 1)
+            penalty = counts.astype(np.float32) ** -cfg.neighbour_popularity_penalty
+            sim = sp.csr_matrix(sim @ sp.diags(penalty), dtype=np.float32)
+        return sim
+
     def _neighbour_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         """Per row, the summed neighbour similarities of its named items (float32 CSR)."""
         return sp.csr_matrix(_binary(rows) @ self.neighbour_sim, dtype=np.float32)
@@ -668,10 +1050,9 @@ class WarmStartRecommender(TextAware, Recommender):
         the first term), free-text embeddings, and named-item rows."""
         assert self.user_map is not None
         rows = profile_rows(queries, self.catalogue.n_items)
-        cfg = self.config
         n = np.diff(rows.indptr).astype(np.float32)
-        conf = confidence_matrix(rows, cfg.cf)
-        p_cf = fold_in(self.item_cf, conf, cfg.cf.regularization, reuse=True)
+        conf = confidence_matrix(rows, self.cf_)
+        p_cf = fold_in(self.item_cf, conf, self.cf_.regularization, reuse=True)
         own = [q.user_text for q in queries] if self.uses_user_text_ else [None] * len(queries)
         features = self._user_features(self.encode(own), rows)
         free = [j for j, q in enumerate(queries) if q.text]
@@ -909,12 +1290,26 @@ class WarmStartRecommender(TextAware, Recommender):
                     self.neighbour_weight_,
                     self.popularity_weight_,
                     self.popularity_fade_,
+                    self.warm_neighbour_weight_,
+                    self.warm_popularity_weight_,
+                    self.new_item_boost_,
                 ],
                 dtype=np.float64,
             ),
             **(
                 {"cold_user_choice": np.asarray(self.cold_user_choice_.to_json())}
                 if self.cold_user_choice_ is not None
+                else {}
+            ),
+            "cf": np.asarray(self.cf_.model_dump_json()),
+            **(
+                {"cf_choice": np.asarray(self.cf_choice_.to_json())}
+                if self.cf_choice_ is not None
+                else {}
+            ),
+            **(
+                {"warm_user_choice": np.asarray(self.warm_user_choice_.to_json())}
+                if self.warm_user_choice_ is not None
                 else {}
             ),
             **_csr_state(self.neighbour_sim),
@@ -932,11 +1327,20 @@ class WarmStartRecommender(TextAware, Recommender):
         self.item_cf = arrays["item_cf"]
         self.cov_cf = arrays["cov_cf"]
         self.cov_text = arrays["cov_text"]
-        lam_i, lam_u, beta, a, b, fade = (float(x) for x in arrays["lambdas"])
+        lam_i, lam_u, beta, a, b, fade, warm_a, warm_b, boost = (
+            float(x) for x in arrays["lambdas"]
+        )
+        self.warm_neighbour_weight_, self.warm_popularity_weight_ = warm_a, warm_b
+        self.new_item_boost_ = boost
         self.lambda_items_, self.lambda_users_, self.text_profile_weight_ = lam_i, lam_u, beta
         self.neighbour_weight_, self.popularity_weight_, self.popularity_fade_ = a, b, fade
         choice = arrays.get("cold_user_choice")
         self.cold_user_choice_ = None if choice is None else ColdUserChoice.from_json(str(choice))
+        self.cf_ = CFConfig.model_validate_json(str(arrays["cf"]))
+        choice = arrays.get("cf_choice")
+        self.cf_choice_ = None if choice is None else CFChoice.from_json(str(choice))
+        choice = arrays.get("warm_user_choice")
+        self.warm_user_choice_ = None if choice is None else WarmUserChoice.from_json(str(choice))
         self.neighbour_sim = _csr_from_state(arrays)
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
@@ -1058,6 +1462,80 @@ class ColdUserChoice:
         data["ndcg"] = {int(n): float(v) for n, v in data["ndcg"].items()}
         data["at_grid_edge"] = tuple(data["at_grid_edge"])
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class CFChoice:
+    """The collaborative filtering settings chosen on the held-out slice, and how they did."""
+
+    algorithm: str
+    factors: int
+    regularization: float
+    alpha: float
+    ndcg: float  # NDCG@k of the factors alone on the held-out slice
+    ndcg_default: float  # the same with the default settings
+    fits: int
+    seconds: float
+    stopped_by_budget: bool = False
+    at_grid_edge: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        text = (
+            f"{self.algorithm} factors={self.factors} regularization={self.regularization:g} "
+            f"alpha={self.alpha:g}; NDCG of the factors alone on the held-out slice "
+            f"{self.ndcg:.4f} (defaults {self.ndcg_default:.4f}); {self.fits} fits in "
+            f"{self.seconds:g} s"
+        )
+        if self.stopped_by_budget:
+            text += " (stopped by the time budget: cf_search_seconds)"
+        if self.at_grid_edge:
+            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
+        return text
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "at_grid_edge": list(self.at_grid_edge)})
+
+    @classmethod
+    def from_json(cls, text: str) -> CFChoice:
+        data = json.loads(text)
+        return cls(**{**data, "at_grid_edge": tuple(data["at_grid_edge"])})
+
+
+@dataclass(frozen=True)
+class WarmUserChoice:
+    """The warm users' blend weights and the held-out NDCG@k with them and without them."""
+
+    neighbour_weight: float
+    popularity_weight: float
+    new_item_boost: float
+    ndcg: float  # held-out interactions with warm items, with the terms (no boost)
+    ndcg_without: float  # the same without the terms
+    ndcg_boosted: float  # the same with the terms and the boost
+    ndcg_new: float  # interactions with the items held out entirely, ranked among all items
+    ndcg_new_without: float  # the same without the boost
+    users: int
+    at_grid_edge: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        text = (
+            f"warm_neighbour_weight={self.neighbour_weight:g} warm_popularity_weight="
+            f"{self.popularity_weight:g} new_item_boost={self.new_item_boost:g}; on "
+            f"{self.users} users' held-out interactions NDCG {self.ndcg:.4f} (without the "
+            f"terms {self.ndcg_without:.4f}, with the boost {self.ndcg_boosted:.4f}); held-out "
+            f"new items among all {self.ndcg_new:.4f} (without the boost "
+            f"{self.ndcg_new_without:.4f})"
+        )
+        if self.at_grid_edge:
+            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
+        return text
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "at_grid_edge": list(self.at_grid_edge)})
+
+    @classmethod
+    def from_json(cls, text: str) -> WarmUserChoice:
+        data = json.loads(text)
+        return cls(**{**data, "at_grid_edge": tuple(data["at_grid_edge"])})
 
 
 class _ColdBlendSearch:

@@ -376,9 +376,8 @@ class Engine:
             trained = u is not None and m.catalogue.user_counts()[u] > 0
             if trained and not recent:
                 assert u is not None
-                exclude = [set(history.tolist())] if exclude_seen else None
-                keys, scores = self.index.search(m.user_vectors[u], k, exclude=exclude)
-                return self._ranked("warm", keys[0], scores[0], history, None, None, explain)
+                keys, scores = self._warm_topk(u, history, k, exclude_seen)
+                return self._ranked("warm", keys, scores, history, None, None, explain)
             text = state.text if state else None
             attributes = state.attributes if state else None
             attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
@@ -482,6 +481,36 @@ class Engine:
         order, top = topk(scores, k, copy=False)
         keys = np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1)
         return keys, top[0]
+
+    def _warm_topk(
+        self, u: int, history: np.ndarray, k: int, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A trained user's top-k: one inner-product search, or, where the model adds its
+        history's neighbours and popularity, exact scores of the search's candidates, the
+        neighbours and the most popular items."""
+        m = self.model
+        seen = set(history.tolist()) if exclude_seen else set()
+        if not m.blends_warm_users:
+            keys, scores = self.index.search(m.user_vectors[u], k, exclude=[seen] if seen else None)
+            return keys[0], scores[0]
+        if self.index.is_exact:
+            cand = np.flatnonzero(self._live)
+        else:
+            fetch = max(CANDIDATES, k) + len(seen)
+            pools = [self.index.nearest_keys(m.user_vectors[u], fetch, CANDIDATE_DEPTH)]
+            if m.warm_neighbour_weight_:
+                pools.append(m.history_neighbours(u))
+            if m.warm_popularity_weight_:
+                pools.append(self._top_popular(fetch)[0])
+            cand = np.unique(np.concatenate(pools).astype(np.int64))
+            cand = cand[(cand >= 0)]
+            cand = cand[self._live[cand]]
+        if seen:
+            cand = cand[~np.isin(cand, history)]
+        if cand.size == 0:
+            return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
+        order, top = topk(m.score_warm_user(u, cand), k, copy=False)
+        return np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1), top[0]
 
     def _top_popular(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most popular live items and their popularity.

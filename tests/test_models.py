@@ -858,3 +858,17 @@ def test_dense_columns_match_scipy_indexing() -> None:
     rows = sp.random(4, 50, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     for cols in (np.array([7, 0, 49, 3, 12]), np.array([5, 5, 1]), np.array([], dtype=np.int64)):
         np.testing.assert_array_equal(_dense_columns(rows, cols), rows[:, cols].toarray())
+
+
+def test_fit_report_warns_when_item_text_is_short(data: Synthetic, tmp_path: Path) -> None:
+    """Titles of two words say little about taste: `fit` says so; full descriptions do not."""
+    from warmstart.data import from_frames
+
+    titled = from_frames(
+        data.interactions, data.items, data.users, item_text="{title}", user_text="{bio}"
+    )
+    params = {"lambda_items": 1.0, "lambda_users": 1.0, "text_profile_weight": 0.0}
+    short = TestWarmStart.make(tmp_path, **params).fit(titled)
+    assert any("item text is short" in line for line in short.fit_report())
+    full = TestWarmStart.make(tmp_path, **params).fit(data.dataset)
+    assert not any(line.startswith("warning") for line in full.fit_report())

@@ -787,8 +787,12 @@ class WarmStartRecommender(TextAware, Recommender):
         user_counts = dataset.user_counts()
 
         def held_out(n: int) -> int:
-            """How many users to hold out, among those with n revealed and 3 items to spare."""
-            return min(round(cfg.cold_user_fraction * np.sum(user_counts > n + 2)), 500)
+            """How many users to hold out, among those with n revealed and 3 items to spare:
+            `cold_user_fraction` of them, but at least 100 (up to 30 % of them: a choice
+            among ~170 blends on a few dozen users fits their noise) and at most 500."""
+            eligible = int(np.sum(user_counts > n + 2))
+            share = round(cfg.cold_user_fraction * eligible)
+            return min(max(share, min(100, round(0.3 * eligible))), 500)
 
         while counts and held_out(counts[-1]) < 20:
             counts.pop()
@@ -881,7 +885,8 @@ class WarmStartRecommender(TextAware, Recommender):
         return sub
 
     def fit_report(self) -> list[str]:
-        lines = [
+        lines = [*self._text_warnings()]
+        lines += [
             f"lambda_items={self.lambda_items_:g} lambda_users={self.lambda_users_:g} "
             f"text_profile_weight={self.text_profile_weight_:g}"
         ]
@@ -912,6 +917,27 @@ class WarmStartRecommender(TextAware, Recommender):
             )
         return lines
 
+    def _text_warnings(self) -> list[str]:
+        """Warnings when item text can say little: mostly empty, or a few words per item."""
+        texts = self.catalogue.item_text
+        if not texts:
+            return []
+        words = np.array([len(t.split()) if t else 0 for t in texts])
+        out = []
+        empty = float(np.mean(words == 0))
+        if empty > 0.2:
+            out.append(
+                f"warning: {empty:.0%} of items have no text; they can only be placed by "
+                "their interactions, and new items without text cannot be recommended"
+            )
+        median = float(np.median(words[words > 0])) if np.any(words) else 0.0
+        if 0 < median < 8:
+            out.append(
+                f"warning: item text is short (median {median:g} words): text says little "
+                "about taste, so new items and newcomers lean on popularity and neighbours"
+            )
+        return out
+
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         scores = self.user_vectors[users] @ self.item_vectors.T
@@ -923,6 +949,10 @@ class WarmStartRecommender(TextAware, Recommender):
         if cold.size:
             empty = sp.csr_matrix((cold.size, scores.shape[1]), dtype=np.float32)
             scores[cold] = self._cold_blend(scores[cold], empty)
+            # no interactions and no text the model reads: popularity, as for such visitors
+            if self.uses_user_text_:
+                cold = cold[~np.any(self.user_text_embeddings[users[cold]], axis=1)]
+            scores[cold] = self._popularity_z()
         return scores
 
     @property
@@ -1078,6 +1108,9 @@ class WarmStartRecommender(TextAware, Recommender):
             text=emb,
             described=described,
             near=near,
+            unknown=np.array(
+                [not (q.items.size or q.text or own[j]) for j, q in enumerate(queries)], dtype=bool
+            ),
         )
 
     def score_profile_parts(
@@ -1095,6 +1128,8 @@ class WarmStartRecommender(TextAware, Recommender):
             if parts.free.size:
                 scores[parts.free] = self._with_text_match(scores[parts.free], parts.text)
             out = self._cold_blend(scores, parts.rows, described=parts.described, near=parts.near)
+            if parts.unknown is not None and parts.unknown.any():
+                out[parts.unknown] = self._popularity_z()
             return np.asarray(out, dtype=np.float32)
         moments, weight = self.item_moments(), self.config.text_weight
         d = self.item_vectors.shape[1]
@@ -1117,6 +1152,8 @@ class WarmStartRecommender(TextAware, Recommender):
         out = self._cold_blend(
             scores, parts.rows, described=parts.described, columns=columns, near=parts.near
         )
+        if parts.unknown is not None and parts.unknown.any():
+            out[parts.unknown] = self._popularity_z()[:, candidates]
         return np.asarray(out, dtype=np.float32)
 
     def item_moments(self) -> ItemMoments:
@@ -1683,6 +1720,9 @@ class ProfileParts:
     text: np.ndarray
     described: np.ndarray
     near: sp.csr_matrix | None = None  # named items' neighbour rows, if that term is on
+    # Rows with nothing to go on (no items, no text the model reads): ranked by popularity, as
+    # the service's popular route ranks them.
+    unknown: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -590,6 +590,9 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     again = loaded.recommend_for_profiles([visitor], k=5)
     assert np.array_equal(again.scores, recs.scores)
     assert isinstance(loaded, WarmStartRecommender) and loaded.cold_user_choice_ == choice
+    assert loaded.warm_user_choice_ == m.warm_user_choice_ is not None
+    assert loaded.cf_choice_ == m.cf_choice_ is not None and loaded.cf_ == m.cf_
+    assert loaded.fit_report() == m.fit_report()
     assert sorted(data.cold_user_ids)  # cold users are served through the blend too
     r = loaded.recommend(sorted(data.cold_user_ids), k=5)
     assert set(r.routes) == {"cold"}

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -1457,8 +1457,31 @@ def _extend_once(grid: Sequence[float], best: float, *, upper: bool) -> tuple[fl
     return ()
 
 
+class _Choice:
+    """What the fit's reported choices share: a JSON round trip (saved with the model) and the
+    note on grid edges."""
+
+    at_grid_edge: tuple[str, ...]
+
+    def _edges(self) -> str:
+        edges = ", ".join(self.at_grid_edge)
+        return f"; at the edge of its grid: {edges}" if edges else ""
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "at_grid_edge": list(self.at_grid_edge)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        data = json.loads(text)
+        return cls(**cls._decode({**data, "at_grid_edge": tuple(data["at_grid_edge"])}))
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
 @dataclass(frozen=True)
-class ColdUserChoice:
+class ColdUserChoice(_Choice):
     """What the cold-user blend was chosen on, and how it did there.
 
     `ndcg` is the mean NDCG@k over held-out users served with nothing and with each number of
@@ -1485,24 +1508,15 @@ class ColdUserChoice:
             f"{self.users} held-out users NDCG {ndcg}; responsiveness {resp} (at least "
             f"{self.min_responsiveness:g})"
         )
-        if self.at_grid_edge:
-            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
-        return text
-
-    def to_json(self) -> str:
-        data = {**self.__dict__, "ndcg": {str(n): v for n, v in self.ndcg.items()}}
-        return json.dumps({**data, "at_grid_edge": list(self.at_grid_edge)})
+        return text + self._edges()
 
     @classmethod
-    def from_json(cls, text: str) -> ColdUserChoice:
-        data = json.loads(text)
-        data["ndcg"] = {int(n): float(v) for n, v in data["ndcg"].items()}
-        data["at_grid_edge"] = tuple(data["at_grid_edge"])
-        return cls(**data)
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "ndcg": {int(n): float(v) for n, v in data["ndcg"].items()}}
 
 
 @dataclass(frozen=True)
-class CFChoice:
+class CFChoice(_Choice):
     """The collaborative filtering settings chosen on the held-out slice, and how they did."""
 
     algorithm: str
@@ -1525,21 +1539,11 @@ class CFChoice:
         )
         if self.stopped_by_budget:
             text += " (stopped by the time budget: cf_search_seconds)"
-        if self.at_grid_edge:
-            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
-        return text
-
-    def to_json(self) -> str:
-        return json.dumps({**self.__dict__, "at_grid_edge": list(self.at_grid_edge)})
-
-    @classmethod
-    def from_json(cls, text: str) -> CFChoice:
-        data = json.loads(text)
-        return cls(**{**data, "at_grid_edge": tuple(data["at_grid_edge"])})
+        return text + self._edges()
 
 
 @dataclass(frozen=True)
-class WarmUserChoice:
+class WarmUserChoice(_Choice):
     """The warm users' blend weights and the held-out NDCG@k with them and without them."""
 
     neighbour_weight: float
@@ -1562,17 +1566,7 @@ class WarmUserChoice:
             f"new items among all {self.ndcg_new:.4f} (without the boost "
             f"{self.ndcg_new_without:.4f})"
         )
-        if self.at_grid_edge:
-            text += f"; at the edge of its grid: {', '.join(self.at_grid_edge)}"
-        return text
-
-    def to_json(self) -> str:
-        return json.dumps({**self.__dict__, "at_grid_edge": list(self.at_grid_edge)})
-
-    @classmethod
-    def from_json(cls, text: str) -> WarmUserChoice:
-        data = json.loads(text)
-        return cls(**{**data, "at_grid_edge": tuple(data["at_grid_edge"])})
+        return text + self._edges()
 
 
 class _ColdBlendSearch:

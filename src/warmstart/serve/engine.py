@@ -503,7 +503,7 @@ class Engine:
             if m.warm_popularity_weight_:
                 pools.append(self._top_popular(fetch)[0])
             cand = np.unique(np.concatenate(pools).astype(np.int64))
-            cand = cand[(cand >= 0)]
+            cand = cand[cand >= 0]
             cand = cand[self._live[cand]]
         if seen:
             cand = cand[~np.isin(cand, history)]

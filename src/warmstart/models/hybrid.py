@@ -434,21 +434,26 @@ class WarmStartRecommender(TextAware, Recommender):
         shape = seen.shape
         train = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=shape)
         fallback = (lam_i or 0.0, lam_u or 0.0, beta if beta is not None else 0.0)
+
+        def interactions(mask: np.ndarray) -> sp.csr_matrix:
+            ones = np.ones(mask.sum(), np.float32)
+            return sp.csr_matrix((ones, (coo.row[mask], coo.col[mask])), shape=shape)
+
+        held_out, cold_out = interactions(held), interactions(is_cold)
         if cfg.tune_cf and held.any():
-            held_out = sp.csr_matrix(
-                (np.ones(held.sum(), np.float32), (coo.row[held], coo.col[held])), shape=shape
-            )
             self.cf_ = self._choose_cf(train, held_out)
         p, q, self.item_map, self.user_map = self._fit_core(train)
         profiles = self._text_profiles(train)
 
         def score(
-            mask: np.ndarray, li: float, lu: float, b: float, items: np.ndarray, ndcg: bool = False
+            valid: sp.csr_matrix,
+            li: float,
+            lu: float,
+            b: float,
+            items: np.ndarray,
+            ndcg: bool = False,
         ) -> float:
             """recall@k (or NDCG@k) of the users with held-out interactions among `items`."""
-            valid = sp.csr_matrix(
-                (np.ones(mask.sum(), np.float32), (coo.row[mask], coo.col[mask])), shape=shape
-            )
             users = np.flatnonzero(np.diff(valid.indptr) > 0)
             if users.size == 0:
                 return 0.0
@@ -476,18 +481,18 @@ class WarmStartRecommender(TextAware, Recommender):
             best_i = (
                 lam_i
                 if lam_i is not None
-                else max(grid, key=lambda li: score(held, li, lam_u or 0.0, b0, everything))
+                else max(grid, key=lambda li: score(held_out, li, lam_u or 0.0, b0, everything))
             )
             best_u = (
                 lam_u
                 if lam_u is not None
-                else max(grid, key=lambda lu: score(held, best_i, lu, b0, everything))
+                else max(grid, key=lambda lu: score(held_out, best_i, lu, b0, everything))
             )
         if beta is None:
             if is_cold.any():
                 beta = max(
                     cfg.text_profile_grid,
-                    key=lambda b: score(is_cold, best_i, best_u, b, cold, ndcg=True),
+                    key=lambda b: score(cold_out, best_i, best_u, b, cold, ndcg=True),
                 )
             else:
                 beta = fallback[2]
@@ -500,14 +505,9 @@ class WarmStartRecommender(TextAware, Recommender):
         warm_a, warm_b, boost = warm
         if warm_a is None or warm_b is None or boost is None:
             if held.any():
-
-                def interactions(mask: np.ndarray) -> sp.csr_matrix:
-                    ones = np.ones(mask.sum(), np.float32)
-                    return sp.csr_matrix((ones, (coo.row[mask], coo.col[mask])), shape=shape)
-
                 blend = self._blended_scorer(p, q, train, profiles, best_i, best_u, beta)
                 warm_a, warm_b, boost = self._choose_warm_weights(
-                    train, interactions(held), interactions(is_cold), blend, best_i, warm
+                    train, held_out, cold_out, blend, best_i, warm
                 )
             else:
                 warm_a, warm_b, boost = warm_a or 0.0, warm_b or 0.0, boost or 0.0

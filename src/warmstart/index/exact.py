@@ -35,8 +35,13 @@ def topk(
         cut = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
         above = scores > cut
         tied = scores == cut
-        room = kk - above.sum(axis=1, keepdims=True)
-        keep = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        room = kk - above.sum(axis=1)
+        # Only rows with more ties at the cut than room left need the (costly) running count.
+        crowded = np.flatnonzero(tied.sum(axis=1) > room)
+        if crowded.size:
+            ties = tied[crowded]
+            tied[crowded] = ties & (np.cumsum(ties, axis=1) <= room[crowded, None])
+        keep = above | tied
         part = np.nonzero(keep)[1].reshape(n_rows, kk)
     else:
         part = np.tile(np.arange(n_cols), (n_rows, 1))

@@ -45,8 +45,8 @@ WANTED = {"Sci-Fi", "Action", "Adventure"}
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from warmstart.data import load_builtin
-    from warmstart.eval.metrics import NDCG
     from warmstart.index.exact import topk
+    from warmstart.metrics import NDCG
     from warmstart.models import WarmStartRecommender
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -23,7 +23,7 @@ from warmstart.cli.data_options import DataSpec
 from warmstart.cli.evaluate import build_split
 from warmstart.eval.runner import evaluate_segment
 from warmstart.eval.splits import Split, cold_item_split, cold_user_split
-from warmstart.models.registry import model_class
+from warmstart.registry import model_class
 from warmstart.text import encoder_from_name
 
 

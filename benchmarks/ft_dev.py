@@ -21,7 +21,7 @@ from warmstart.cli.data_options import DataSpec
 from warmstart.data.builtin import citeulike_dropoutnet_split
 from warmstart.eval.runner import evaluate_segment
 from warmstart.eval.splits import cold_item_split, dropoutnet_items
-from warmstart.models.registry import model_class
+from warmstart.registry import model_class
 from warmstart.text import encoder_from_name
 
 

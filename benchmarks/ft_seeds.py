@@ -15,7 +15,7 @@ import time
 from warmstart.cli.data_options import DataSpec
 from warmstart.cli.evaluate import build_split
 from warmstart.eval.runner import evaluate_segment
-from warmstart.models.finetuned import WarmStartFTRecommender
+from warmstart.finetune.recommender import WarmStartFTRecommender
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from warmstart.eval.splits import (
     read_id_file,
     warm_split,
 )
-from warmstart.models import MODELS
+from warmstart.registry import MODELS
 
 
 @pytest.fixture(scope="module", autouse=True)

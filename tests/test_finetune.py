@@ -277,7 +277,7 @@ def test_warmstart_ft_saves_and_loads_offline(
     data: Synthetic,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from warmstart.models.finetuned import WarmStartFTRecommender
+    from warmstart.finetune.recommender import WarmStartFTRecommender
 
     params = {"finetune": {"max_steps": 3, "batch_size": 16, "validation_fraction": 0.0}}
     m = WarmStartFTRecommender(cache_dir=str(tmp_path / "cache"), **params).fit(data.dataset)
@@ -294,7 +294,7 @@ def test_warmstart_ft_saves_and_loads_offline(
 
 
 def test_warmstart_ft_aligns_to_cf_unless_an_objective_is_named() -> None:
-    from warmstart.models.finetuned import WarmStartFTConfig
+    from warmstart.finetune.recommender import WarmStartFTConfig
 
     assert WarmStartFTConfig().finetune.objective == "alignment"
     tuned = WarmStartFTConfig.model_validate({"finetune": {"epochs": 2}})

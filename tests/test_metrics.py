@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from warmstart.eval import metrics
-from warmstart.eval.metrics import (
+from warmstart import metrics
+from warmstart.metrics import (
     AUC,
     MAE,
     MAP,

@@ -1,4 +1,4 @@
-"""One contract every model in `warmstart.models.MODELS` must honour, on data with a known answer.
+"""One contract every model in `warmstart.registry.MODELS` must honour, on data with a known answer.
 
 `ModelContract` holds the tests; each `Test*` subclass names a model, its test parameters and
 flags saying what to expect of it (does it learn, fold in visitors, read text, add items).
@@ -24,7 +24,6 @@ from threadpoolctl import threadpool_limits
 from synthetic import GROUPS, Synthetic, make_synthetic
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models import (
-    MODELS,
     Explanation,
     Profile,
     Recommendations,
@@ -36,6 +35,7 @@ from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
 from warmstart.models.hybrid import _dense_columns
 from warmstart.models.moments import ItemMoments
+from warmstart.registry import MODELS
 
 # implicit's own kNN converts to COO internally and then warns about it
 pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")

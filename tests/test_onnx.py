@@ -20,10 +20,10 @@ pytest.importorskip("peft")
 
 from synthetic import Synthetic, make_clustered, make_synthetic
 from warmstart.finetune import FineTuneConfig, FineTunedEncoder, TextTower, finetune
+from warmstart.finetune import recommender as finetuned_module
 from warmstart.finetune.export import export_onnx
+from warmstart.finetune.recommender import WarmStartFTRecommender
 from warmstart.models import Recommender
-from warmstart.models import finetuned as finetuned_module
-from warmstart.models.finetuned import WarmStartFTRecommender
 from warmstart.text import MissingDependencyError
 from warmstart.text.cache import CachedEncoder
 from warmstart.text.onnx_encoder import INT8_RECIPE, OnnxEncoder

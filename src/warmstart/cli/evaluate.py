@@ -25,7 +25,8 @@ from warmstart.eval.splits import (
     read_id_file,
     warm_split,
 )
-from warmstart.models import MODELS, Recommender, model_class
+from warmstart.models import Recommender
+from warmstart.registry import MODELS, model_class
 from warmstart.text import encoder_from_name
 
 DEFAULT_MODELS: tuple[str, ...] = (

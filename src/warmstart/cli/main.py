@@ -19,7 +19,8 @@ from rich.table import Table
 from warmstart.cli.data_options import DataSpec
 from warmstart.cli.evaluate import DEFAULT_MODELS
 from warmstart.errors import WarmstartError
-from warmstart.models import MODELS, Recommendations, Recommender, model_class
+from warmstart.models import Recommendations, Recommender
+from warmstart.registry import MODELS, load_model, model_class
 from warmstart.text import ENCODER_NAMES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,7 +109,7 @@ def _model_or_fit(
     if model_dir is not None:
         if spec.given:
             raise ValueError("give either --model DIR or data (--dataset/--interactions), not both")
-        model = Recommender.load(model_dir)
+        model = load_model(model_dir)
         if cache_dir is not None and hasattr(model, "cache_dir"):
             model.cache_dir = cache_dir
         return model

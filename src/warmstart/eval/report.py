@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warmstart._io import atomic_open
+from warmstart.plots import figure, save_png
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"rmse", "mae"})
 SIGNIFICANCE = 0.05
-DPI = 120
 _FEWSHOT = re.compile(r"fewshot-(\d+)")
 _MISSING = "-"
 
@@ -195,23 +194,6 @@ def markdown_table(payload: Mapping[str, Any], metrics: Sequence[str] | None = N
 # --------------------------------------------------------------------------- plots
 
 
-def _figure(width: float, height: float) -> Figure:
-    """A figure bound to the Agg canvas, outside pyplot: nothing global to switch or close."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    with atomic_open(path, "wb", encoding=None) as fh:
-        fig.savefig(fh, format="png", dpi=DPI)
-    fig.clear()
-    return path
-
-
 def _colors(models: Sequence[str]) -> dict[str, Any]:
     """One fixed colour per model, shared by every plot of the run."""
     from matplotlib import colormaps
@@ -285,7 +267,7 @@ def _plot_metrics_at_k(payload: Mapping[str, Any], path: Path) -> Path | None:
         return None
     models = _models(payload)
     colors = _colors(models)
-    fig = _figure(max(7.0, 3.4 * len(groups) + 1.8), 6.2)
+    fig = figure(max(7.0, 3.4 * len(groups) + 1.8), 6.2)
     axes = fig.subplots(2, len(groups), sharex=True, sharey="row", squeeze=False)
     log_x = len(ks) > 1 and max(ks) / min(ks) >= 4
     span = max(ks) - min(ks) or 1
@@ -312,7 +294,7 @@ def _plot_metrics_at_k(payload: Mapping[str, Any], path: Path) -> Path | None:
                 ax.set_ylabel(f"{name}@k")
     _legend(fig, list(axes.flat))
     fig.suptitle(f"{_title(payload)}\nrecall@k and ndcg@k per segment (95 % CI)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _revealed(segment: str) -> int | None:
@@ -340,7 +322,7 @@ def _plot_fewshot(payload: Mapping[str, Any], path: Path) -> Path | None:
     colors = _colors(models)
     ns = [n for n, _ in steps]
     span = max(ns) - min(ns) or 1
-    fig = _figure(7.5, 4.5)
+    fig = figure(7.5, 4.5)
     ax = fig.subplots()
     for i, model in enumerate(models):
         shift = _dodge(len(models), i, 0.012 * span)
@@ -355,7 +337,7 @@ def _plot_fewshot(payload: Mapping[str, Any], path: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     _legend(fig, [ax])
     fig.suptitle(f"{_title(payload)}: {metric} as cold users reveal items (95 % CI)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _plot_segments(payload: Mapping[str, Any], path: Path) -> Path | None:
@@ -371,7 +353,7 @@ def _plot_segments(payload: Mapping[str, Any], path: Path) -> Path | None:
 
     cmap = colormaps["Set2"]
     width = 0.8 / len(groups)
-    fig = _figure(max(6.0, 1.5 + len(models) * (0.5 + 0.35 * len(groups))), 4.5)
+    fig = figure(max(6.0, 1.5 + len(models) * (0.5 + 0.35 * len(groups))), 4.5)
     ax = fig.subplots()
     for j, (segment, results) in enumerate(groups.items()):
         by_model = {str(r.get("model", "")): r for r in results}
@@ -407,7 +389,7 @@ def _plot_segments(payload: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_axisbelow(True)
     ax.legend(title="segment", fontsize="small")
     fig.suptitle(f"{_title(payload)}: {metric} per segment (95 % CI)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_all(payload: Mapping[str, Any], out_prefix: str | Path) -> list[Path]:

@@ -14,7 +14,9 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from warmstart.data.dataset import Dataset
-from warmstart.eval.metrics import (
+from warmstart.eval.splits import Segment, Split
+from warmstart.index.exact import topk
+from warmstart.metrics import (
     AUC,
     MAE,
     RMSE,
@@ -23,8 +25,6 @@ from warmstart.eval.metrics import (
     paired_test,
     ranking_metrics,
 )
-from warmstart.eval.splits import Segment, Split
-from warmstart.index.exact import topk
 from warmstart.models.base import ProfileQuery, Recommender
 
 log = logging.getLogger(__name__)

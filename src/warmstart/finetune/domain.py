@@ -19,7 +19,7 @@ import numpy as np
 
 from warmstart.finetune.batching import length_batches, linear_schedule
 from warmstart.finetune.tower import TextTower
-from warmstart.text.encoders import has_text
+from warmstart.text.core import has_text
 
 if TYPE_CHECKING:
     import torch

@@ -47,7 +47,7 @@ import numpy as np
 
 from warmstart._io import staged_dir, write_json
 from warmstart.finetune.tower import FineTunedEncoder, TextTower
-from warmstart.text.encoders import MissingDependencyError
+from warmstart.text.core import MissingDependencyError
 from warmstart.text.onnx_encoder import INT8_RECIPE, META
 
 log = logging.getLogger(__name__)

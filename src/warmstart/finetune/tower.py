@@ -20,15 +20,15 @@ import numpy as np
 
 from warmstart._io import write_json
 from warmstart.finetune.config import FineTuneConfig
-from warmstart.text.encoders import (
-    MiniLMEncoder,
+from warmstart.text.core import (
     MissingDependencyError,
-    _encode_nonempty,
-    _progress,
-    _set_offline,
-    _want_progress,
+    encode_nonempty,
     has_text,
+    progress_bar,
+    set_offline,
+    want_progress,
 )
+from warmstart.text.encoders import MiniLMEncoder
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +62,7 @@ class TextTower:
     """Tokenizer + transformer + mean pooling + L2 normalisation, with the chosen parts trainable."""
 
     def __init__(self, config: FineTuneConfig, model_dir: str | Path | None = None) -> None:
-        _set_offline()
+        set_offline()
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
@@ -193,8 +193,8 @@ class TextTower:
         was_training = self.model.training
         self.model.eval()
         try:
-            enabled = _want_progress(show_progress, len(texts))
-            with torch.inference_mode(), _progress(len(texts), enabled, "encode") as bar:
+            enabled = want_progress(show_progress, len(texts))
+            with torch.inference_mode(), progress_bar(len(texts), enabled, "encode") as bar:
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
                     batch = self._tokenize([texts[i] for i in chunk])
@@ -250,8 +250,8 @@ class TextTower:
         was_training = self.model.training
         self.model.eval()
         try:
-            enabled = _want_progress(show_progress, len(order))
-            with torch.inference_mode(), _progress(len(order), enabled, "encode") as bar:
+            enabled = want_progress(show_progress, len(order))
+            with torch.inference_mode(), progress_bar(len(order), enabled, "encode") as bar:
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
                     out[chunk] = self.embed_states(states, chunk).numpy()
@@ -272,9 +272,9 @@ class TextTower:
             out = np.empty((len(items), self.dim), dtype=np.float32)
             was_training = self.model.training
             self.model.eval()
-            enabled = _want_progress(show_progress, len(items))
+            enabled = want_progress(show_progress, len(items))
             try:
-                with torch.inference_mode(), _progress(len(items), enabled, "encode") as bar:
+                with torch.inference_mode(), progress_bar(len(items), enabled, "encode") as bar:
                     for start in range(0, len(order), batch_size):
                         chunk = order[start : start + batch_size]
                         out[chunk] = self.embed([items[i] for i in chunk]).numpy()
@@ -283,7 +283,7 @@ class TextTower:
                 self.model.train(was_training)
             return out
 
-        return _encode_nonempty(texts, self.dim, run)
+        return encode_nonempty(texts, self.dim, run)
 
     # ---- state --------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

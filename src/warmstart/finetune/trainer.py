@@ -31,7 +31,8 @@ from warmstart.data.dataset import Dataset
 from warmstart.finetune.batching import length_batches, linear_schedule, random_batches
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.finetune.tower import TextTower
-from warmstart.text.encoders import has_text
+from warmstart.plots import figure, save_png
+from warmstart.text.core import has_text
 
 if TYPE_CHECKING:
     import torch
@@ -338,7 +339,7 @@ class _Rating(_Contrastive):
         return torch.nn.functional.mse_loss(pred, torch.from_numpy(actual))
 
     def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
-        from warmstart.eval.metrics import RMSE
+        from warmstart.metrics import RMSE
 
         users, profiles = self.held_out_profiles(user_emb)
         truth = self.data.valid[users][:, self.data.valid_items].tocoo()
@@ -372,7 +373,7 @@ class _Click(_Contrastive):
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
     def validate(self, item_emb: np.ndarray, user_emb: np.ndarray) -> dict[str, float]:
-        from warmstart.eval.metrics import AUC
+        from warmstart.metrics import AUC
 
         users, profiles = self.held_out_profiles(user_emb)
         if users.size == 0:
@@ -750,13 +751,11 @@ def load_tower(directory: str | Path) -> TextTower:
 
 def plot_history(history: list[dict[str, float]], path: Path) -> Path:
     """Training loss and validation recall per epoch, side by side."""
-    from warmstart.eval.report import _figure, _save
-
     epochs = [h["epoch"] for h in history]
-    fig = _figure(9, 3.5)
+    fig = figure(9, 3.5)
     left, right = fig.subplots(1, 2)
     left.plot(epochs[1:], [h["loss"] for h in history[1:]], marker="o")
     left.set(title="training loss", xlabel="epoch")
     right.plot(epochs, [h["recall"] for h in history], marker="o", color="tab:green")
     right.set(title="validation recall (held-out items)", xlabel="epoch (0 = untrained)")
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -12,10 +12,8 @@ from warmstart.models.cf import ALSRecommender, CFConfig
 from warmstart.models.dropoutnet import DropoutNetConfig, DropoutNetRecommender
 from warmstart.models.hybrid import WarmStartConfig, WarmStartRecommender
 from warmstart.models.lightfm_model import LightFMConfig, LightFMRecommender
-from warmstart.models.registry import MODELS, model_class
 
 __all__ = [
-    "MODELS",
     "ALSRecommender",
     "CFConfig",
     "ContentKNNRecommender",
@@ -33,5 +31,4 @@ __all__ = [
     "UserKNNRecommender",
     "WarmStartConfig",
     "WarmStartRecommender",
-    "model_class",
 ]

@@ -25,7 +25,7 @@ from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
-from warmstart.text.encoders import MissingDependencyError
+from warmstart.text.core import MissingDependencyError
 
 FORMAT_VERSION = 3  # 3: warmstart models carry the popularity fade and its choice (issue 17)
 R = TypeVar("R", bound="Recommender")
@@ -124,6 +124,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+# Every named model class, registered as it is defined; `load` finds a folder's class here.
+_LOADABLE: dict[str, type[Recommender]] = {}
+
+
 class Recommender(ABC):
     """Base class for every model. Batch-first: `recommend` takes many users; scalars are sugar.
 
@@ -137,6 +141,12 @@ class Recommender(ABC):
     serves_warm_users: ClassVar[bool] = True
     serves_cold_users: ClassVar[bool] = False
     serves_cold_items: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if isinstance(name, str):  # a class that names itself can be loaded from its folder
+            _LOADABLE[name] = cls
 
     def __init__(self, **params: Any) -> None:
         self.config = self.Config(**params)
@@ -462,7 +472,8 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
-        """Load any saved model; `Recommender.load` picks the class named in model.json.
+        """Load a saved model; `Recommender.load` picks the class named in model.json among those
+        imported (`warmstart.registry.load_model` imports them all).
 
         Any way the folder can be broken (missing or damaged files, a config of the wrong
         shape, arrays that do not fit the catalogue or each other) is a `ModelFormatError`
@@ -491,8 +502,6 @@ class Recommender(ABC):
 
     @classmethod
     def _load(cls, directory: Path) -> Recommender:
-        from warmstart.models.registry import model_class
-
         meta_path = directory / "model.json"
         if not meta_path.is_file():
             raise ModelFormatError(f"{directory} is not a saved warmstart model (no model.json)")
@@ -509,7 +518,13 @@ class Recommender(ABC):
                 f"{meta_path}: format version {meta.get('format_version')!r}, this warmstart reads "
                 f"{FORMAT_VERSION}; refit the model with this version"
             )
-        klass = model_class(str(meta.get("model")))
+        name = str(meta.get("model"))
+        if name not in _LOADABLE:
+            raise ModelFormatError(
+                f"{meta_path}: unknown model {name!r}; known: {', '.join(sorted(_LOADABLE))} "
+                "(load folders of every kind with warmstart.registry.load_model)"
+            )
+        klass = _LOADABLE[name]
         if cls is not Recommender and not issubclass(klass, cls):
             raise ModelFormatError(f"{directory} holds a {klass.__name__}, not a {cls.__name__}")
         config = meta.get("config")

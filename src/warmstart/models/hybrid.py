@@ -19,8 +19,8 @@ from pydantic import Field
 from warmstart.data.dataset import Dataset
 from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError
-from warmstart.eval.metrics import NDCG, hit_matrix
 from warmstart.index.exact import topk
+from warmstart.metrics import NDCG, hit_matrix
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.baselines import (
     _binary,

@@ -33,6 +33,7 @@ from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models.base import Explanation, Recommender
 from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.registry import load_model as load_any_model
 from warmstart.serve import schemas as s
 from warmstart.serve.edge import Edge, describe, strict_json_route
 from warmstart.serve.engine import Engine, NoTextError, Ranked
@@ -255,7 +256,7 @@ def _matches(token: str, keys: list[bytes]) -> bool:
 
 def load_model(model_dir: Path) -> WarmStartRecommender:
     """The saved model the service can serve; ModelFormatError for anything else."""
-    return _servable(Recommender.load(model_dir), model_dir)
+    return _servable(load_any_model(model_dir), model_dir)
 
 
 def _servable(model: Recommender, model_dir: Path) -> WarmStartRecommender:
@@ -322,7 +323,7 @@ def create_app(
     store = Store.open(settings.db_url)
     try:
         if model is None:
-            model = Recommender.load(settings.model_dir)
+            model = load_any_model(settings.model_dir)
         first = _servable(model, settings.model_dir)
     except BaseException:
         store.close()

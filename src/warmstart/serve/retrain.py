@@ -22,8 +22,8 @@ from warmstart._io import write_json
 from warmstart.data.build import from_frames
 from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError
-from warmstart.models.base import Recommender
 from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.registry import load_model
 from warmstart.serve.engine import item_text, render_attributes
 from warmstart.serve.store import Store
 
@@ -126,7 +126,7 @@ def retrain(model_dir: Path, db_url: str, output: Path) -> tuple[Path, int]:
 
     Returns the output folder and the last event seq it learned from.
     """
-    old = Recommender.load(model_dir)
+    old = load_model(model_dir)
     if not isinstance(old, WarmStartRecommender):
         raise ModelFormatError(f"{model_dir}: retrain needs a warmstart or warmstart-ft model")
     with Store.open(db_url) as store:

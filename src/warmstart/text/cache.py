@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from warmstart._io import write_npz
-from warmstart.text.encoders import TextEncoder, _check_texts, get_encoder, has_text
+from warmstart.text.core import TextEncoder, check_texts, has_text
+from warmstart.text.encoders import get_encoder
 
 __all__ = ["CachedEncoder", "MemoryCachedEncoder", "default_cache_dir", "encoder_from_name"]
 
@@ -145,7 +146,7 @@ class CachedEncoder:
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
     ) -> np.ndarray:
         """Return vectors in input order, encoding only distinct texts missing from the cache."""
-        checked = _check_texts(texts)
+        checked = check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
         keys = [_text_key(t) if has_text(t) else None for t in checked]
         n_text = sum(k is not None for k in keys)
@@ -291,7 +292,7 @@ class MemoryCachedEncoder:
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
     ) -> np.ndarray:
         """Vectors in input order; only distinct texts not in memory reach the encoder."""
-        checked = _check_texts(texts)
+        checked = check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
         keys = [_text_key(t) if has_text(t) else None for t in checked]
         # One call at a time: the service's engine already runs one request at a time, and

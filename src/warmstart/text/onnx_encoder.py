@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from warmstart.text.encoders import (
+from warmstart.text.core import (
     MissingDependencyError,
-    _encode_nonempty,
-    _progress,
-    _want_progress,
+    encode_nonempty,
+    progress_bar,
+    want_progress,
 )
 
 META = "encoder.onnx.json"
@@ -85,8 +85,8 @@ class OnnxEncoder:
             lengths = np.array([len(e.ids) for e in encoded], dtype=np.int64)
             order = np.argsort(-lengths, kind="stable")
             out = np.empty((len(items), self.dim), dtype=np.float32)
-            enabled = _want_progress(show_progress, len(items))
-            with _progress(len(items), enabled, "ONNX") as bar:
+            enabled = want_progress(show_progress, len(items))
+            with progress_bar(len(items), enabled, "ONNX") as bar:
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
                     width = int(lengths[chunk].max())
@@ -100,7 +100,7 @@ class OnnxEncoder:
                     bar.update(len(chunk))
             return out
 
-        return _encode_nonempty(texts, self.dim, run)
+        return encode_nonempty(texts, self.dim, run)
 
     def __repr__(self) -> str:
         return f"OnnxEncoder(name={self.name!r}, directory={str(self.directory)!r})"

@@ -12,7 +12,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from warmstart.data.dataset import Dataset
-from warmstart.finetune import FineTuneConfig, FineTunedEncoder, TextTower, finetune
+from warmstart.finetune.config import FineTuneConfig
+from warmstart.finetune.tower import FineTunedEncoder, TextTower
+from warmstart.finetune.trainer import finetune
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.hybrid import WarmStartConfig, WarmStartRecommender
 from warmstart.text import MissingDependencyError, TextEncoder

@@ -1,8 +1,14 @@
-"""Model names used on the command line and in saved model folders."""
+"""Every model by the name used on the command line and in saved model folders.
+
+Above the models and fine-tuning in the layers, so it can name them all; whoever loads a saved
+folder of any kind (the CLI, the service) loads it through here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from warmstart.errors import ModelFormatError
+from warmstart.finetune.recommender import WarmStartFTRecommender
 from warmstart.models.base import Recommender
 from warmstart.models.baselines import (
     ContentKNNRecommender,
@@ -13,7 +19,6 @@ from warmstart.models.baselines import (
 )
 from warmstart.models.cf import ALSRecommender
 from warmstart.models.dropoutnet import DropoutNetRecommender
-from warmstart.models.finetuned import WarmStartFTRecommender
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.models.lightfm_model import LightFMRecommender
 
@@ -41,3 +46,8 @@ def model_class(name: str) -> type[Recommender]:
         raise ModelFormatError(
             f"unknown model {name!r}; known models: {', '.join(MODELS)}"
         ) from None
+
+
+def load_model(directory: str | Path) -> Recommender:
+    """A saved model of any kind: every class is registered once this module is imported."""
+    return Recommender.load(directory)

@@ -16,16 +16,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "ENCODER_NAMES",
-    "HashingEncoder",
-    "MiniLMEncoder",
-    "MissingDependencyError",
-    "MultilingualEncoder",
-    "TextEncoder",
-    "get_encoder",
-]
-
 from warmstart.text.core import (
     MissingDependencyError,
     TextEncoder,
@@ -35,6 +25,16 @@ from warmstart.text.core import (
     set_offline,
     want_progress,
 )
+
+__all__ = [
+    "ENCODER_NAMES",
+    "HashingEncoder",
+    "MiniLMEncoder",
+    "MissingDependencyError",
+    "MultilingualEncoder",
+    "TextEncoder",
+    "get_encoder",
+]
 
 
 class MiniLMEncoder:

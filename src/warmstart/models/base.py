@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from warmstart import __version__
 from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
+from warmstart.data.templates import TextTemplate, short_label
 from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
@@ -404,11 +405,24 @@ class Recommender(ABC):
         attributes: Sequence[Mapping[str, Any]] | None = None,
         titles: Sequence[str | None] | None = None,
     ) -> None:
-        """Make new items recommendable at once, without refitting (text-aware models)."""
-        raise NotImplementedError(
-            f"{self.name} cannot score items without interactions; use the 'warmstart' or "
-            "'content-knn' model, or refit"
-        )
+        """Make new items recommendable at once, without refitting (text-aware models).
+
+        Each item needs text: its own, else its attributes rendered with the data's item
+        template. The checks and the catalogue are the same for every model; a model places the
+        new rows in its own arrays (`_add_item_rows`).
+        """
+        if type(self)._add_item_rows is Recommender._add_item_rows:
+            raise NotImplementedError(
+                f"{self.name} cannot score items without interactions; use the 'warmstart' or "
+                "'content-knn' model, or refit"
+            )
+        ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
+        self._add_item_rows(rendered)
+        self._extend_catalogue(ids, rendered, labels)
+
+    def _add_item_rows(self, texts: list[str]) -> None:
+        """Append rows for new items (their rendered `texts`) to the model's item arrays."""
+        raise NotImplementedError
 
     # ---- helpers -------------------------------------------------------------------------
     def _extend_catalogue(self, ids: list[Any], texts: list[str], titles: list[str]) -> None:
@@ -554,3 +568,46 @@ class Recommender(ABC):
 def _check_k(k: int) -> None:
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+def _new_items(
+    catalogue: Catalogue,
+    item_ids: Sequence[Any],
+    texts: Sequence[str | None] | None,
+    attributes: Sequence[Mapping[str, Any]] | None,
+    titles: Sequence[str | None] | None,
+) -> tuple[list[Any], list[str], list[str]]:
+    """Validate new items and render their text (given text, else attributes via the item template)."""
+    ids = list(item_ids)
+    if not ids:
+        raise ValueError("add_items needs at least one item id")
+    if len(set(map(str, ids))) != len(ids):
+        raise ValueError("add_items got the same item id twice")
+    known = catalogue.item_ids.lookup(ids)
+    if (known >= 0).any():
+        dup = ids[int(np.flatnonzero(known >= 0)[0])]
+        raise ValueError(f"item {dup!r} is already in the catalogue")
+    for name, seq in (("texts", texts), ("attributes", attributes), ("titles", titles)):
+        if seq is not None and len(seq) != len(ids):
+            raise ValueError(f"{name} has {len(seq)} entries for {len(ids)} item ids")
+    rendered: list[str] = []
+    for j in range(len(ids)):
+        text = texts[j] if texts is not None else None
+        if not (text and text.strip()) and attributes is not None:
+            if not catalogue.item_template:
+                raise ValueError("attributes given but the model has no item template; pass texts")
+            text = TextTemplate(catalogue.item_template).render(attributes[j])
+        if not (text and text.strip()):
+            raise ValueError(
+                f"item {ids[j]!r} has no text: a new item needs text to be recommendable"
+            )
+        rendered.append(text.strip())
+    labels = [
+        short_label(
+            (titles[j] if titles is not None and titles[j] else None)
+            or (str((attributes[j] or {}).get("title") or "") if attributes is not None else "")
+            or rendered[j]
+        )
+        for j in range(len(ids))
+    ]
+    return ids, rendered, labels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from warmstart.data.dataset import Dataset
-from warmstart.data.templates import short_label
+from warmstart.models.arrays import binary, cosine_knn, csr_from_state, csr_state
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.cf import profile_rows
@@ -83,28 +82,6 @@ class KNNConfig(ModelConfig):
     neighbours: int = 100
 
 
-def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    out = matrix.tocsr().astype(np.float32, copy=True)
-    out.eliminate_zeros()
-    out.data[:] = 1.0
-    return out
-
-
-def _cosine_knn(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Cosine similarity between the columns of `matrix`, top-k per column (implicit's kNN)."""
-    from implicit.nearest_neighbours import CosineRecommender
-
-    knn = CosineRecommender(K=k)
-    with warnings.catch_warnings():
-        # implicit converts our CSR input to COO itself and then warns about it
-        warnings.filterwarnings("ignore", message="Method expects CSR input")
-        knn.fit(matrix, show_progress=False)
-    sim = knn.similarity.tocsr().astype(np.float32)
-    sim.setdiag(0.0)
-    sim.eliminate_zeros()
-    return sim
-
-
 class ItemKNNRecommender(Recommender):
     """Item-based kNN (cosine on who interacted with what); folds in visitors who name items."""
 
@@ -117,13 +94,13 @@ class ItemKNNRecommender(Recommender):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None:
-        self.similarity = _cosine_knn(_binary(catalogue.seen), self.config.neighbours)
+        self.similarity = cosine_knn(binary(catalogue.seen), self.config.neighbours)
 
     def _rows(self, rows: sp.csr_matrix) -> np.ndarray:
         return np.asarray((rows @ self.similarity).todense(), dtype=np.float32)
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
-        return self._rows(_binary(self.catalogue.seen[users]))
+        return self._rows(binary(self.catalogue.seen[users]))
 
     def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
         rows = profile_rows(queries, self.catalogue.n_items)
@@ -138,10 +115,10 @@ class ItemKNNRecommender(Recommender):
         return np.asarray(self.similarity[item, others].todense(), dtype=np.float32).ravel()
 
     def _state(self) -> dict[str, np.ndarray]:
-        return _csr_state(self.similarity)
+        return csr_state(self.similarity)
 
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.similarity = _csr_from_state(arrays)
+        self.similarity = csr_from_state(arrays)
 
 
 class UserKNNRecommender(Recommender):
@@ -156,15 +133,15 @@ class UserKNNRecommender(Recommender):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None:
-        self.similarity = _cosine_knn(_binary(catalogue.seen).T.tocsr(), self.config.neighbours)
+        self.similarity = cosine_knn(binary(catalogue.seen).T.tocsr(), self.config.neighbours)
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(
-            (self.similarity[users] @ _binary(self.catalogue.seen)).todense(), dtype=np.float32
+            (self.similarity[users] @ binary(self.catalogue.seen)).todense(), dtype=np.float32
         )
 
     def _score_profiles(self, queries: Sequence[ProfileQuery]) -> np.ndarray:
-        seen = _binary(self.catalogue.seen)
+        seen = binary(self.catalogue.seen)
         rows = profile_rows(queries, self.catalogue.n_items)
         user_norm = np.sqrt(np.asarray(seen.sum(axis=1)).ravel()) + 1e-9
         sims = np.asarray((rows @ seen.T).todense(), dtype=np.float32) / user_norm[None, :]
@@ -177,10 +154,10 @@ class UserKNNRecommender(Recommender):
         return scores
 
     def _state(self) -> dict[str, np.ndarray]:
-        return _csr_state(self.similarity)
+        return csr_state(self.similarity)
 
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.similarity = _csr_from_state(arrays)
+        self.similarity = csr_from_state(arrays)
 
 
 class ContentKNNConfig(ModelConfig):
@@ -211,7 +188,7 @@ class ContentKNNRecommender(TextAware, Recommender):
     def _profiles(self, rows: sp.csr_matrix, fallback: np.ndarray) -> np.ndarray:
         """Mean embedding of each row's items; `fallback` rows where a row has no items."""
         counts = np.diff(rows.indptr)
-        means = np.asarray(_binary(rows) @ self.item_embeddings, dtype=np.float32)
+        means = np.asarray(binary(rows) @ self.item_embeddings, dtype=np.float32)
         means /= np.maximum(counts, 1)[:, None]
         return np.where((counts > 0)[:, None], means, fallback)
 
@@ -241,16 +218,8 @@ class ContentKNNRecommender(TextAware, Recommender):
             return None
         return float(self.encode([text])[0] @ self.item_embeddings[item])
 
-    def add_items(
-        self,
-        item_ids: Sequence[Any],
-        texts: Sequence[str | None] | None = None,
-        attributes: Sequence[Mapping[str, Any]] | None = None,
-        titles: Sequence[str | None] | None = None,
-    ) -> None:
-        ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
-        self.item_embeddings = np.vstack([self.item_embeddings, self.encode(rendered)])
-        self._extend_catalogue(ids, rendered, labels)
+    def _add_item_rows(self, texts: list[str]) -> None:
+        self.item_embeddings = np.vstack([self.item_embeddings, self.encode(texts)])
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
@@ -261,65 +230,3 @@ class ContentKNNRecommender(TextAware, Recommender):
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.item_embeddings = arrays["item_embeddings"]
         self.user_text_embeddings = arrays["user_text_embeddings"]
-
-
-def _new_items(
-    catalogue: Catalogue,
-    item_ids: Sequence[Any],
-    texts: Sequence[str | None] | None,
-    attributes: Sequence[Mapping[str, Any]] | None,
-    titles: Sequence[str | None] | None,
-) -> tuple[list[Any], list[str], list[str]]:
-    """Validate new items and render their text (given text, else attributes via the item template)."""
-    ids = list(item_ids)
-    if not ids:
-        raise ValueError("add_items needs at least one item id")
-    if len(set(map(str, ids))) != len(ids):
-        raise ValueError("add_items got the same item id twice")
-    known = catalogue.item_ids.lookup(ids)
-    if (known >= 0).any():
-        dup = ids[int(np.flatnonzero(known >= 0)[0])]
-        raise ValueError(f"item {dup!r} is already in the catalogue")
-    for name, seq in (("texts", texts), ("attributes", attributes), ("titles", titles)):
-        if seq is not None and len(seq) != len(ids):
-            raise ValueError(f"{name} has {len(seq)} entries for {len(ids)} item ids")
-    rendered: list[str] = []
-    for j in range(len(ids)):
-        text = texts[j] if texts is not None else None
-        if not (text and text.strip()) and attributes is not None:
-            if not catalogue.item_template:
-                raise ValueError("attributes given but the model has no item template; pass texts")
-            from warmstart.data.templates import TextTemplate
-
-            text = TextTemplate(catalogue.item_template).render(attributes[j])
-        if not (text and text.strip()):
-            raise ValueError(
-                f"item {ids[j]!r} has no text: a new item needs text to be recommendable"
-            )
-        rendered.append(text.strip())
-    labels = [
-        short_label(
-            (titles[j] if titles is not None and titles[j] else None)
-            or (str((attributes[j] or {}).get("title") or "") if attributes is not None else "")
-            or rendered[j]
-        )
-        for j in range(len(ids))
-    ]
-    return ids, rendered, labels
-
-
-def _csr_state(matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
-    m = matrix.tocsr()
-    return {
-        "sim_indptr": m.indptr.astype(np.int64),
-        "sim_indices": m.indices.astype(np.int32),
-        "sim_data": m.data.astype(np.float32),
-        "sim_shape": np.asarray(m.shape, dtype=np.int64),
-    }
-
-
-def _csr_from_state(arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in arrays["sim_shape"])
-    return sp.csr_matrix(
-        (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]), shape=shape
-    )

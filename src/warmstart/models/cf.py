@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from warmstart.data.dataset import Dataset
+from warmstart.models.arrays import cosine
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
 
@@ -243,10 +244,10 @@ class ALSRecommender(Recommender):
         return scores
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_factors[items], self.item_factors)
+        return cosine(self.item_factors[items], self.item_factors)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_factors[[item]], self.item_factors[others])[0]
+        return cosine(self.item_factors[[item]], self.item_factors[others])[0]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
@@ -254,16 +255,3 @@ class ALSRecommender(Recommender):
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.user_factors = arrays["user_factors"]
         self.item_factors = arrays["item_factors"]
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    an = a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-9)
-    bn = b / (np.linalg.norm(b, axis=1, keepdims=True) + 1e-9)
-    return np.asarray(an @ bn.T, dtype=np.float32)
-
-
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    """Each row to mean 0, standard deviation 1, so scores of different kinds can be added."""
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True) + 1e-9
-    return np.asarray((scores - mean) / std, dtype=np.float32)

@@ -19,10 +19,10 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from warmstart.data.dataset import Dataset
+from warmstart.models.arrays import cosine
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
-from warmstart.models.baselines import _new_items
 from warmstart.models.catalogue import Catalogue
-from warmstart.models.cf import CFConfig, _cosine, fit_factors
+from warmstart.models.cf import CFConfig, fit_factors
 from warmstart.models.textaware import TextAware
 
 if TYPE_CHECKING:
@@ -298,13 +298,13 @@ class DropoutNetRecommender(TextAware, Recommender):
         """Text as a would-be new item: its f_V(0, text) by cosine, plus direct text similarity."""
         emb = self.encode(list(texts))
         pseudo = self._tower("item", np.zeros((len(emb), self.item_pref.shape[1]), np.float32), emb)
-        return self._with_text_match(_cosine(pseudo, self.item_vectors), emb)
+        return self._with_text_match(cosine(pseudo, self.item_vectors), emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_vectors[items], self.item_vectors)
+        return cosine(self.item_vectors[items], self.item_vectors)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_vectors[[item]], self.item_vectors[others])[0]
+        return cosine(self.item_vectors[[item]], self.item_vectors[others])[0]
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         if not np.any(self.item_pref[item]):
@@ -312,22 +312,14 @@ class DropoutNetRecommender(TextAware, Recommender):
         return []
 
     # ---- catalogue growth ----------------------------------------------------------------
-    def add_items(
-        self,
-        item_ids: Sequence[Any],
-        texts: Sequence[str | None] | None = None,
-        attributes: Sequence[Mapping[str, Any]] | None = None,
-        titles: Sequence[str | None] | None = None,
-    ) -> None:
+    def _add_item_rows(self, texts: list[str]) -> None:
         """New items go through the item tower with preference input 0: recommendable at once."""
-        ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
-        emb = self.encode(rendered)
-        pref = np.zeros((len(ids), self.item_pref.shape[1]), dtype=np.float32)
+        emb = self.encode(texts)
+        pref = np.zeros((len(texts), self.item_pref.shape[1]), dtype=np.float32)
         vectors = self._tower("item", pref, emb)
         self.item_embeddings = np.vstack([self.item_embeddings, emb])
         self.item_pref = np.vstack([self.item_pref, pref])
         self.item_vectors = np.vstack([self.item_vectors, vectors]).astype(np.float32)
-        self._extend_catalogue(ids, rendered, labels)
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

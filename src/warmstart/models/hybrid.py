@@ -21,19 +21,18 @@ from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError
 from warmstart.index.exact import topk
 from warmstart.metrics import NDCG, hit_matrix
-from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
-from warmstart.models.baselines import (
-    _binary,
-    _cosine_knn,
-    _csr_from_state,
-    _csr_state,
-    _new_items,
+from warmstart.models.arrays import (
+    binary,
+    cosine,
+    cosine_knn,
+    csr_from_state,
+    csr_state,
+    standardise,
 )
+from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.cf import (
     CFConfig,
-    _cosine,
-    _standardise,
     confidence_matrix,
     fit_factors,
     fold_in,
@@ -661,9 +660,9 @@ class WarmStartRecommender(TextAware, Recommender):
         counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
         w = _weight(counts, lam_i)
         knn = self._neighbour_matrix(train)
-        near = w * _standardise_sparse(_binary(rows) @ knn, None)
-        z_pop = w * _standardise(np.log1p(counts)[None, :])
-        fresh = (1.0 - w)[None, :] * np.maximum(_standardise(base), 0.0)
+        near = w * _standardise_sparse(binary(rows) @ knn, None)
+        z_pop = w * standardise(np.log1p(counts)[None, :])
+        fresh = (1.0 - w)[None, :] * np.maximum(standardise(base), 0.0)
         truths = {"warm": valid[users], "new": new_valid[users]}
         metric = NDCG(cfg.validation_k)
         memo: dict[tuple[str, float, float, float], float] = {}
@@ -1019,7 +1018,7 @@ class WarmStartRecommender(TextAware, Recommender):
             out += b * w * (z_pop if columns is None else z_pop[:, columns])
         if self.new_item_boost_:
             if columns is None:
-                z = _standardise(scores)
+                z = standardise(scores)
             else:
                 d = self.item_vectors.shape[1]
                 mean, sd = self.item_moments().spread(self.user_vectors[users], slice(0, d))
@@ -1052,7 +1051,7 @@ class WarmStartRecommender(TextAware, Recommender):
         if a == 0 and b == 0:
             return scores
         n = np.diff(rows.indptr).astype(np.float32)
-        out = _standardise(scores) if columns is None else columns.standardise(scores)
+        out = standardise(scores) if columns is None else columns.standardise(scores)
         named = np.flatnonzero(n > 0)
         if a and named.size:
             near = self._neighbour_rows(rows) if near is None else near
@@ -1066,7 +1065,7 @@ class WarmStartRecommender(TextAware, Recommender):
             if popularity is None:
                 z_pop = self._popularity_z()
             else:
-                z_pop = _standardise(popularity[None, :].astype(np.float32))
+                z_pop = standardise(popularity[None, :].astype(np.float32))
             out += b * fade[:, None] * (z_pop if columns is None else z_pop[:, columns.cols])
         return out
 
@@ -1075,7 +1074,7 @@ class WarmStartRecommender(TextAware, Recommender):
         similarity divided by n_j ** neighbour_popularity_penalty: what people specifically pick
         with an item, not what everybody picks anyway (the popularity term's job)."""
         cfg = self.config
-        sim = _cosine_knn(_binary(seen), cfg.neighbours)
+        sim = cosine_knn(binary(seen), cfg.neighbours)
         if cfg.neighbour_popularity_penalty:
             counts = np.maximum(np.bincount(seen.indices, minlength=seen.shape[1]), 1)
             penalty = counts.astype(np.float32) ** -cfg.neighbour_popularity_penalty
@@ -1084,14 +1083,14 @@ class WarmStartRecommender(TextAware, Recommender):
 
     def _neighbour_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         """Per row, the summed neighbour similarities of its named items (float32 CSR)."""
-        return sp.csr_matrix(_binary(rows) @ self.neighbour_sim, dtype=np.float32)
+        return sp.csr_matrix(binary(rows) @ self.neighbour_sim, dtype=np.float32)
 
     def _popularity_z(self) -> np.ndarray:
         """Standardised popularity (1, n_items), kept while the popularity array stays the same."""
         pop = self._pop()
         held = self._pop_z
         if held is None or held[0]() is not pop:
-            held = (weakref.ref(pop), _standardise(pop[None, :].astype(np.float32)))
+            held = (weakref.ref(pop), standardise(pop[None, :].astype(np.float32)))
             self._pop_z = held
         return held[1]
 
@@ -1215,17 +1214,17 @@ class WarmStartRecommender(TextAware, Recommender):
     def _score_texts(self, texts: Sequence[str]) -> np.ndarray:
         assert self.item_map is not None
         emb = self.encode(list(texts))
-        cf = _cosine(self.item_map.predict(emb), self.item_cf)
+        cf = cosine(self.item_map.predict(emb), self.item_cf)
         return self._with_text_match(cf, emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_cf[items], self.item_cf)
+        return cosine(self.item_cf[items], self.item_cf)
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_cf[[item]], self.item_cf[others])[0]
+        return cosine(self.item_cf[[item]], self.item_cf[others])[0]
 
     def _items_similarity(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
-        return _cosine(self.item_cf[items], self.item_cf[others])
+        return cosine(self.item_cf[items], self.item_cf[others])
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         n = int(self.catalogue.item_counts()[item])
@@ -1237,17 +1236,10 @@ class WarmStartRecommender(TextAware, Recommender):
         return []
 
     # ---- catalogue growth ----------------------------------------------------------------
-    def add_items(
-        self,
-        item_ids: Sequence[Any],
-        texts: Sequence[str | None] | None = None,
-        attributes: Sequence[Mapping[str, Any]] | None = None,
-        titles: Sequence[str | None] | None = None,
-    ) -> None:
+    def _add_item_rows(self, texts: list[str]) -> None:
         """New items get their text embedding mapped into the factor space: recommendable at once."""
         assert self.item_map is not None
-        ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
-        emb = self.encode(rendered)
+        emb = self.encode(texts)
         moments = self._moments_if_current()
         self._append_rows("item_embeddings", emb)
         mapped = self.item_map.predict(emb).astype(np.float32)
@@ -1257,10 +1249,9 @@ class WarmStartRecommender(TextAware, Recommender):
         if moments is not None:
             moments.add(np.hstack([vectors, emb]))
         self._keep_moments(moments)
-        self._extend_catalogue(ids, rendered, labels)
         # New items have no neighbours yet: empty rows and columns, the stored entries unchanged
         # (no COO round trip: at 100,000 items that cost 60 ms per added item).
-        n = self.catalogue.n_items
+        n = self.catalogue.n_items + len(texts)
         sim = self.neighbour_sim.tocsr()
         indptr = np.concatenate(
             [sim.indptr, np.full(n - sim.shape[0], sim.indptr[-1], dtype=sim.indptr.dtype)]
@@ -1372,7 +1363,7 @@ class WarmStartRecommender(TextAware, Recommender):
                 if self.warm_user_choice_ is not None
                 else {}
             ),
-            **_csr_state(self.neighbour_sim),
+            **csr_state(self.neighbour_sim),
             "uses_user_text": np.asarray(self.uses_user_text_),
             **self.item_map.to_arrays("item_map"),
             **self.user_map.to_arrays("user_map"),
@@ -1401,7 +1392,7 @@ class WarmStartRecommender(TextAware, Recommender):
         self.cf_choice_ = None if choice is None else CFChoice.from_json(str(choice))
         choice = arrays.get("warm_user_choice")
         self.warm_user_choice_ = None if choice is None else WarmUserChoice.from_json(str(choice))
-        self.neighbour_sim = _csr_from_state(arrays)
+        self.neighbour_sim = csr_from_state(arrays)
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_map = FactorMap.from_arrays(arrays, "item_map")
         self.user_map = FactorMap.from_arrays(arrays, "user_map")
@@ -1610,7 +1601,7 @@ class _ColdBlendSearch:
     ) -> None:
         self.k = k
         self.lam = sub.lambda_users_
-        z_pop = _standardise(sub._pop()[None, :].astype(np.float32))[0]
+        z_pop = standardise(sub._pop()[None, :].astype(np.float32))[0]
         depth = max(4 * k, 100)
         pop_top = np.argsort(-z_pop, kind="stable")[:depth]
         self.cases: dict[int, tuple[Any, ...]] = {}
@@ -1620,7 +1611,7 @@ class _ColdBlendSearch:
         )
         self.steer = steer
         for n, (base, rows, truth) in cases.items():
-            zb = _standardise(base)
+            zb = standardise(base)
             zn = _standardise_sparse(sub._neighbour_rows(rows), None) if n else None
             n_users, n_items = zb.shape
             if depth >= n_items:
@@ -1756,7 +1747,7 @@ class _Columns:
 
 
 def _standardise_sparse(rows: sp.csr_matrix, cols: np.ndarray | None) -> np.ndarray:
-    """`_standardise` of sparse rows over all their columns (zeros included), exactly, without
+    """`standardise` of sparse rows over all their columns (zeros included), exactly, without
     densifying them; then only `cols` (all columns when None)."""
     n = rows.shape[1]
     sums = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()

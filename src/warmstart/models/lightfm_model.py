@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 
 from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError
+from warmstart.models.arrays import cosine, standardise
 from warmstart.models.base import ModelConfig, ProfileQuery, Recommender
-from warmstart.models.baselines import _new_items
 from warmstart.models.catalogue import Catalogue
-from warmstart.models.cf import _cosine, _standardise, fold_in, profile_rows
+from warmstart.models.cf import fold_in, profile_rows
 from warmstart.models.textaware import TextAware
 
 TextFeatures = Literal["sparse", "pca", "raw"]
@@ -321,8 +321,8 @@ class LightFMRecommender(TextAware, Recommender):
             free = np.flatnonzero(described)
             if free.size:
                 sims = self.encode([queries[int(j)].text for j in free]) @ self.item_embeddings.T
-                base = np.where(has_items[free, None], _standardise(scores[free]), 0.0)
-                scores[free] = base + self.config.text_weight * _standardise(sims)
+                base = np.where(has_items[free, None], standardise(scores[free]), 0.0)
+                scores[free] = base + self.config.text_weight * standardise(sims)
         scores[~has_items & ~described] = self._pop()  # nothing to go on: popularity
         return np.asarray(scores, dtype=np.float32)
 
@@ -332,16 +332,16 @@ class LightFMRecommender(TextAware, Recommender):
         emb = self.encode(list(texts))
         k = self.config.no_components
         as_item, _ = self._text_part(self.item_coder.transform(emb), "item")
-        cf = _cosine(as_item, self.item_vectors[:, :k])
+        cf = cosine(as_item, self.item_vectors[:, :k])
         return self._with_text_match(cf, emb)
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         k = self.config.no_components
-        return _cosine(self.item_vectors[items, :k], self.item_vectors[:, :k])
+        return cosine(self.item_vectors[items, :k], self.item_vectors[:, :k])
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         k = self.config.no_components
-        return _cosine(self.item_vectors[[item], :k], self.item_vectors[others, :k])[0]
+        return cosine(self.item_vectors[[item], :k], self.item_vectors[others, :k])[0]
 
     def _explain_notes(self, item: int, history: np.ndarray) -> list[str]:
         if self.catalogue.item_counts()[item] == 0:
@@ -349,21 +349,13 @@ class LightFMRecommender(TextAware, Recommender):
         return []
 
     # ---- catalogue growth ----------------------------------------------------------------
-    def add_items(
-        self,
-        item_ids: Sequence[Any],
-        texts: Sequence[str | None] | None = None,
-        attributes: Sequence[Mapping[str, Any]] | None = None,
-        titles: Sequence[str | None] | None = None,
-    ) -> None:
+    def _add_item_rows(self, texts: list[str]) -> None:
         """New items are their text features through the learned embeddings: recommendable at once."""
         assert self.item_coder is not None
-        ids, rendered, labels = _new_items(self.catalogue, item_ids, texts, attributes, titles)
-        emb = self.encode(rendered)
+        emb = self.encode(texts)
         vectors, bias = self._text_part(self.item_coder.transform(emb), "item")
         self.item_embeddings = np.vstack([self.item_embeddings, emb])
         self.item_vectors = np.vstack([self.item_vectors, _item_rows(vectors, bias)])
-        self._extend_catalogue(ids, rendered, labels)
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from warmstart.models.cf import _standardise
+from warmstart.models.arrays import standardise
 from warmstart.text import TextEncoder, encoder_from_name
 
 
@@ -58,4 +58,4 @@ class TextAware:
     def _with_text_match(self, scores: np.ndarray, emb: np.ndarray) -> np.ndarray:
         """Model scores plus `text_weight` times direct text similarity, both standardised."""
         weight = self.config.text_weight  # type: ignore[attr-defined]
-        return _standardise(scores) + weight * _standardise(emb @ self.item_embeddings.T)
+        return standardise(scores) + weight * standardise(emb @ self.item_embeddings.T)

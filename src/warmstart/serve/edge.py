@@ -319,8 +319,12 @@ def _check_utf8(body: bytes, block: int = 1 << 16) -> None:
         raise HTTPException(400, "body: ends inside a UTF-8 character") from None
 
 
-def strict_json_route(max_values: int) -> type[APIRoute]:
-    """A route class whose requests parse JSON bodies with `parse_json`."""
+def strict_json_route(max_values: int | Callable[[Request], int]) -> type[APIRoute]:
+    """A route class whose requests parse JSON bodies with `parse_json`.
+
+    `max_values` may be a function of the request: a router defined once, at import, then
+    serves apps with different limits.
+    """
 
     class StrictJSONRequest(Request):
         async def body(self) -> bytes:
@@ -333,7 +337,8 @@ def strict_json_route(max_values: int) -> type[APIRoute]:
         async def json(self) -> Any:
             if not hasattr(self, "_json"):
                 body = await self.body()
-                self._json = parse_json(body, self.headers.get("content-type"), max_values)
+                limit = max_values if isinstance(max_values, int) else max_values(self)
+                self._json = parse_json(body, self.headers.get("content-type"), limit)
             return self._json
 
     class StrictJSONRoute(APIRoute):

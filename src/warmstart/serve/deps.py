@@ -1,0 +1,106 @@
+"""What the routes depend on: the app's service, the key checks, the batch limit, the routers.
+
+Everything is read off the request's app (`app.state.service`, set by `create_app`), never a
+module global, so two apps in one process (tests, benchmarks) keep apart and the routers can be
+defined once, at import. The dependencies are async: they only read memory, and a sync one
+would cost every request a hop to a worker thread.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from warmstart.serve import schemas as s
+from warmstart.serve.edge import strict_json_route
+from warmstart.serve.service import Service
+
+
+class KeyRequired(Exception):
+    """No key, or a wrong one (401). The edge refuses these before a route runs; this keeps a
+    route closed to a request that reached it some other way."""
+
+
+class AdminKeyRequired(Exception):
+    """A route that changes what is served, asked with an ordinary key (403)."""
+
+
+class TooManyEntries(Exception):
+    """More entries in one POST than `max_batch` (413): the client should split the batch."""
+
+    def __init__(self, field: str, entries: int, limit: int) -> None:
+        super().__init__(f"{field}: {entries} entries, at most {limit} per request")
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def get_service(request: Request) -> Service:
+    return service_of(request)
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+# Declared so that the OpenAPI document says how to authenticate.
+_bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    return credentials.credentials if credentials is not None else ""
+
+
+async def require_key(service: ServiceDep, credentials: Credentials) -> None:
+    if not service.authorised(_token(credentials)):
+        raise KeyRequired("missing or wrong API key")
+
+
+async def require_admin(service: ServiceDep, credentials: Credentials) -> None:
+    if not service.is_admin(_token(credentials)):
+        raise AdminKeyRequired("this route needs an admin key (start the server with --admin-key)")
+
+
+async def max_batch(service: ServiceDep) -> int:
+    return service.settings.max_batch
+
+
+MaxBatch = Annotated[int, Depends(max_batch)]
+
+
+def check_batch(entries: int, limit: int, field: str) -> None:
+    if entries > limit:
+        raise TooManyEntries(field, entries, limit)
+
+
+Responses = dict[int | str, dict[str, Any]]
+"""Error responses a route documents in the OpenAPI document, beside its own."""
+
+KEYED: Responses = {
+    401: {"model": s.ErrorOut},
+    413: {"model": s.ErrorOut},
+    503: {"model": s.ErrorOut},
+}
+ADMIN: Responses = {403: {"model": s.ErrorOut}}
+NOT_FOUND: Responses = {404: {"model": s.ErrorOut}}
+CONFLICT: Responses = {409: {"model": s.ErrorOut}}
+REFUSED: Responses = {422: {"model": s.ErrorOut}}
+
+StrictJSONRoute = strict_json_route(lambda request: service_of(request).settings.max_json_values)
+
+
+def keyed_router() -> APIRouter:
+    """A router whose routes need a key and parse JSON bodies strictly (see `edge`)."""
+    return APIRouter(
+        dependencies=[Depends(require_key)], responses=KEYED, route_class=StrictJSONRoute
+    )
+
+
+def admin_router() -> APIRouter:
+    """A router whose routes need an admin key."""
+    return APIRouter(
+        dependencies=[Depends(require_admin)],
+        responses={**KEYED, **ADMIN},
+        route_class=StrictJSONRoute,
+    )

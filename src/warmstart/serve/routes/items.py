@@ -1,0 +1,21 @@
+"""The catalogue: items added, edited and deleted while the service runs."""
+
+from warmstart.serve import schemas as s
+from warmstart.serve.deps import NOT_FOUND, MaxBatch, ServiceDep, check_batch, keyed_router
+from warmstart.serve.store import ItemRecord
+
+router = keyed_router()
+
+
+@router.post("/v1/items", response_model=s.ItemsOut)
+def upsert_items(body: s.ItemsIn, service: ServiceDep, max_batch: MaxBatch) -> s.ItemsOut:
+    check_batch(len(body.items), max_batch, "items")
+    records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
+    created, updated = service.upsert_items(records)
+    return s.ItemsOut(upserted=len(records), created=created, updated=updated)
+
+
+@router.delete("/v1/items/{item_id}", responses=NOT_FOUND)
+def delete_item(item_id: s.PathId, service: ServiceDep) -> dict[str, str]:
+    service.delete_item(item_id)
+    return {"deleted": item_id}

@@ -1,0 +1,409 @@
+"""The service layer: settings, the engines behind the routes, and every write, fanned out.
+
+A write goes to the store first and is committed before any engine applies it, so an
+acknowledged item or event survives a crash (`Engine.restore` replays the store at start-up);
+then it reaches the main engine and those of a running experiment's model arms. Route handlers
+only translate HTTP to records and back; what may go wrong is raised here as an exception that
+`app` maps to a status.
+"""
+
+import hmac
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from warmstart.errors import ModelFormatError, UnknownIdError
+from warmstart.models.base import Recommender
+from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.registry import load_model as load_any_model
+from warmstart.serve import schemas as s
+from warmstart.serve.edge import describe
+from warmstart.serve.engine import Engine
+from warmstart.serve.experiments import Experiments, assign, blend_of
+from warmstart.serve.retrain import events_through
+from warmstart.serve.store import (
+    EventRecord,
+    ExperimentRecord,
+    ItemRecord,
+    Store,
+    StoreError,
+    UserRecord,
+)
+from warmstart.text.cache import default_cache_dir
+
+log = logging.getLogger("warmstart.serve")
+
+
+class ServeSettings(BaseModel):
+    """How to run the service. Strict, so a misspelt setting fails at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path
+    db_url: str = "sqlite:///warmstart.db"
+    api_keys: tuple[SecretStr, ...] = Field(min_length=1)
+    # Keys that may also reload models and start or stop experiments; none: nobody may.
+    admin_keys: tuple[SecretStr, ...] = ()
+    max_batch: int = Field(default=1000, ge=1)  # entries per POST; more is 413
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(default=60.0, gt=0)  # seconds to receive a whole body; then 408
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive the headers
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_connections: int = Field(default=1000, ge=1)  # beyond it, 503
+    # Visitors' and users' text vectors kept in memory: at most this many, and this many bytes.
+    text_cache_texts: int = Field(default=20_000, ge=1)
+    text_cache_bytes: int = Field(default=64 * 2**20, ge=2**20)
+    exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
+    # Where built HNSW graphs are kept, keyed by their content, so a restart on the same model
+    # loads them instead of building (about a minute per 100,000 items). None: the warmstart
+    # cache folder ($WARMSTART_CACHE_DIR, else ~/.cache/warmstart), subfolder hnsw.
+    index_cache: Path | None = None
+    # Cold-start blend weights for newcomers (few-shot, text-only, anonymous); None: the model's.
+    neighbour_weight: float | None = Field(default=None, ge=0)
+    popularity_weight: float | None = Field(default=None, ge=0)
+    popularity_fade: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def blend(self) -> dict[str, float]:
+        pairs = (
+            ("neighbour_weight", self.neighbour_weight),
+            ("popularity_weight", self.popularity_weight),
+            ("popularity_fade", self.popularity_fade),
+        )
+        return {k: float(v) for k, v in pairs if v is not None}
+
+    @property
+    def max_json_values(self) -> int:
+        """JSON values a body may hold: a full batch of the largest entries (an item with every
+        attribute: 8 values and two per attribute), or a profile naming every item it may."""
+        entries = max(self.max_batch, s.MAX_ITEM_IDS)
+        return entries * (8 + 2 * s.MAX_ATTRIBUTES) + 64
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of the app's own (two apps in one process don't clash)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "warmstart_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "warmstart_request_seconds",
+            "Request latency by route",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "warmstart_events_ingested", "New events stored", ["type"], registry=self.registry
+        )
+        self.items = Gauge(
+            "warmstart_catalogue_items", "Items that can be recommended", registry=self.registry
+        )
+        self.text_cache_entries = Gauge(
+            "warmstart_text_cache_entries",
+            "Visitor and user text vectors held in memory",
+            registry=self.registry,
+        )
+        self.text_cache_bytes = Gauge(
+            "warmstart_text_cache_bytes",
+            "Memory those vectors take (bounded by --text-cache-mib)",
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def exposition(self, engine: Engine) -> bytes:
+        """The Prometheus text format, with the gauges read off `engine` now (they drift between
+        writes: the text cache fills on reads)."""
+        self.items.set(engine.n_items)
+        self.text_cache_entries.set(len(engine.text_cache))
+        self.text_cache_bytes.set(engine.text_cache.nbytes)
+        return generate_latest(self.registry)
+
+
+class NotReadyError(RuntimeError):
+    """The engine is still being built (or failed to be)."""
+
+
+class ModelRefused(ValueError):
+    """A request named a model folder that cannot be served; what is served is unchanged.
+
+    The message is the response's detail: the request field that named the folder, then why.
+    """
+
+
+class Service:
+    """What the routes share: settings, store, the current engine, and metrics. One per app.
+
+    The first engine is built by `load` (in the background, see `create_app`); until it is in
+    place the service is not `ready`. `engine` is swapped whole by `reload`: a request takes the
+    engine once and finishes on it. Writes (store, then engine) hold `writes`, and so does a
+    reload while it builds the new engine from the store, so no acknowledged write can fall
+    between the old and the new one.
+    """
+
+    def __init__(
+        self, settings: ServeSettings, store: Store, model: WarmStartRecommender | None = None
+    ) -> None:
+        self.settings, self.store = settings, store
+        self.model_dir = settings.model_dir
+        self._first_model = model
+        self._engine: Engine | None = None
+        self.load_failed = False
+        self.writes = threading.RLock()
+        self.experiments = Experiments(store)
+        self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
+        self.metrics = _Metrics()
+        self._admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
+        self._keys = [k.get_secret_value().encode() for k in settings.api_keys] + self._admin_keys
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model, its indexes and the text encoder are loaded and the store replayed."""
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            raise NotReadyError("the model is still loading")
+        return engine
+
+    def load(self) -> None:
+        """Build the first engine, and those of a running experiment's model arms."""
+        with self.writes:
+            engine = build_engine(self.model_dir, self.store, self.settings, self._first_model)
+            running = self.experiments.running
+            if running is not None:
+                self._load_arm_models(running.arms)
+            self._first_model = None
+            self._engine = engine
+            self.metrics.items.set(engine.n_items)
+        log.info("ready: serving the model at %s (%d items)", self.model_dir, engine.n_items)
+
+    def authorised(self, token: str) -> bool:
+        """Any key (admin keys included)."""
+        return _matches(token, self._keys)
+
+    def is_admin(self, token: str) -> bool:
+        return _matches(token, self._admin_keys)
+
+    def engines(self) -> list[Engine]:
+        """Every engine a write must reach: the main one and those of model arms."""
+        return [self.engine, *self.arm_engines.values()]
+
+    # ---- writes: the store first, then every engine ---------------------------------------
+    def upsert_items(self, records: list[ItemRecord]) -> tuple[list[str], list[str]]:
+        """Store the items and make them recommendable; (created ids, updated ids).
+
+        Their texts are rendered first, so an item without any is refused (NoTextError) before
+        anything is stored.
+        """
+        with self.writes:
+            engine = self.engine
+            rendered = engine.check_items(records)
+            self.store.upsert_items(records)
+            created, updated = engine.upsert_items(records, rendered)
+            for other in self.arm_engines.values():
+                other.upsert_items(records)
+            self.metrics.items.set(engine.n_items)
+        log.info("upserted %d items (%d new)", len(records), len(created))
+        return created, updated
+
+    def delete_item(self, item_id: str) -> None:
+        """Stop recommending an item; UnknownIdError when it is unknown or deleted already."""
+        with self.writes:
+            engine = self.engine
+            engine.item(item_id)
+            self.store.delete_item(item_id)
+            for each in self.engines():
+                each.delete_item(item_id)
+            self.metrics.items.set(engine.n_items)
+
+    def upsert_users(self, records: list[UserRecord]) -> None:
+        with self.writes:
+            self.store.upsert_users(records)
+            for engine in self.engines():
+                engine.upsert_users(records)
+
+    def add_events(self, records: list[EventRecord]) -> int:
+        """Store the events and fold them into their users' histories; how many were new.
+
+        An event naming an unknown item refuses the whole batch (UnknownIdError) before anything
+        is stored; one whose `event_id` is stored already is skipped, so a client may retry.
+        """
+        with self.writes:
+            engine = self.engine
+            for j, e in enumerate(records):
+                if not engine.has_item(e.item_id):
+                    raise UnknownIdError(f"events[{j}].item_id: unknown item id {e.item_id!r}")
+            fresh = self.store.add_events(records)
+            new = [r for r, f in zip(records, fresh, strict=True) if f]
+            for each in self.engines():
+                each.add_events(new)
+        for r in new:
+            self.metrics.events.labels(r.type).inc()
+        return len(new)
+
+    # ---- models and experiments -------------------------------------------------------------
+    def reload(self, model_dir: Path | None = None) -> Engine:
+        """Load the model at `model_dir` (default: the current one, re-read) and swap it in.
+
+        A folder that cannot be served is ModelRefused, naming the `model` field; the served
+        model is untouched.
+        """
+        try:
+            return self._reload(model_dir)
+        except ModelFormatError as exc:
+            log.warning("reload refused; still serving the previous model: %s", exc)
+            raise ModelRefused(f"model: {exc}") from exc
+
+    def reload_on_hangup(self) -> None:
+        """`reload` for SIGHUP, in a thread of its own: nobody waits for an answer, so a failure
+        is logged and the previous model kept serving."""
+        if not self.ready:  # the first load reads the folder anyway
+            log.info("SIGHUP while the model is still loading: nothing to reload yet")
+            return
+        try:
+            self._reload(None)
+        except Exception as exc:  # a bad model folder must not take the running service down
+            log.error(
+                "reload on SIGHUP failed; still serving the previous model: %s", loggable(exc)
+            )
+
+    def _reload(self, model_dir: Path | None) -> Engine:
+        """Any way the folder can be broken is a ModelFormatError."""
+        directory = Path(model_dir) if model_dir is not None else self.model_dir
+        with self.writes:
+            engine = build_engine(directory, self.store, self.settings)
+            self._engine, self.model_dir = engine, directory
+            self.metrics.items.set(engine.n_items)
+        log.info("now serving the model at %s (%d items)", directory, engine.n_items)
+        return engine
+
+    def _load_arm_models(self, arms: list[dict[str, Any]]) -> None:
+        with self.writes:
+            for arm in arms:
+                folder = arm.get("model")
+                if folder and folder not in self.arm_engines:
+                    self.arm_engines[folder] = build_engine(Path(folder), self.store, self.settings)
+
+    def start_experiment(self, record: ExperimentRecord) -> None:
+        """Load the arms' models first (a bad folder is ModelRefused), then start it
+        (ExperimentConflict when it exists already or another one is running)."""
+        try:
+            self._load_arm_models(record.arms)
+        except ModelFormatError as exc:
+            log.warning("experiment refused: %s", exc)
+            raise ModelRefused(f"arms: model: {exc}") from exc
+        self.experiments.create(record)
+
+    def stop_experiment(self, experiment_id: str) -> None:
+        try:
+            self.experiments.stop(experiment_id)
+        except KeyError:
+            raise _unknown_experiment(experiment_id) from None
+        with self.writes:
+            self.arm_engines.clear()
+
+    def experiment_report(self, experiment_id: str) -> dict[str, Any]:
+        """Per arm: users served, lists, items shown, clicks, and click rate."""
+        try:
+            return self.experiments.report(experiment_id)
+        except KeyError:
+            raise _unknown_experiment(experiment_id) from None
+
+    def route(self, user_id: str) -> tuple[Engine, dict[str, float] | None, s.ExperimentTag | None]:
+        """The engine and blend that serve this user: the running experiment's arm, if any."""
+        running = self.experiments.running
+        if running is None:
+            return self.engine, None, None
+        arm = assign(running.experiment_id, user_id, running.arms)
+        folder = arm.get("model")
+        engine = self.arm_engines.get(folder, self.engine) if folder else self.engine
+        tag = s.ExperimentTag(experiment_id=running.experiment_id, arm=str(arm["name"]))
+        return engine, blend_of(arm), tag
+
+
+def _unknown_experiment(experiment_id: str) -> UnknownIdError:
+    return UnknownIdError(f"unknown experiment id {experiment_id!r}")
+
+
+def _matches(token: str, keys: list[bytes]) -> bool:
+    """Constant time per key, and every key is compared, so timing says nothing."""
+    given = token.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
+def loggable(exc: BaseException) -> str:
+    """What a log line may say about an error: the message of our own errors about files and
+    databases (they name paths and masked URLs), only the type and place of anything else."""
+    if isinstance(exc, ModelFormatError | StoreError):
+        return str(exc)
+    return describe(exc)
+
+
+def load_model(model_dir: Path) -> WarmStartRecommender:
+    """The saved model the service can serve; ModelFormatError for anything else."""
+    return servable(load_any_model(model_dir), model_dir)
+
+
+def servable(model: Recommender, model_dir: Path) -> WarmStartRecommender:
+    """`model`, if the service can serve it; ModelFormatError saying what to fit instead."""
+    if not isinstance(model, WarmStartRecommender):
+        raise ModelFormatError(
+            f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
+            f"not {model.name!r}: fit one with `warmstart fit --model-name warmstart`"
+        )
+    return model
+
+
+def build_engine(
+    model_dir: Path,
+    store: Store,
+    settings: ServeSettings,
+    model: WarmStartRecommender | None = None,
+) -> Engine:
+    """Load the model (unless given), its indexes and encoder, and replay the store into it.
+
+    Every way a model folder can be broken is a ModelFormatError naming the folder; database
+    failures stay StoreError.
+    """
+    try:
+        if model is None:
+            model = load_model(model_dir)
+        engine = Engine(
+            model,
+            exact_below=settings.exact_below,
+            blend=settings.blend,
+            graph_dir=settings.index_cache or default_cache_dir() / "hnsw",
+            text_cache_texts=settings.text_cache_texts,
+            text_cache_bytes=settings.text_cache_bytes,
+        )
+        engine.check_servable()
+        engine.restore(store, since_seq=events_through(model_dir))
+    except StoreError:
+        raise
+    except ModelFormatError as exc:
+        if str(model_dir) in str(exc):
+            raise
+        raise ModelFormatError(f"{model_dir}: cannot serve this model: {exc}") from exc
+    except Exception as exc:  # a folder can be broken in ways no check foresaw
+        raise ModelFormatError(
+            f"{model_dir}: cannot serve this model ({type(exc).__name__}: {exc})"
+        ) from exc
+    return engine

@@ -296,8 +296,8 @@ def ensure_model(args: argparse.Namespace, workdir: Path) -> tuple[Path, dict[st
             "lambda_items": model.lambda_items_,
             "lambda_users": model.lambda_users_,
             "text_profile_weight": model.text_profile_weight_,
-            "neighbour_weight": model.neighbour_weight_,
-            "popularity_weight": model.popularity_weight_,
+            "neighbour_weight": model.cold_blend_.neighbour_weight,
+            "popularity_weight": model.cold_blend_.popularity_weight,
         },
         "item_vector_dim": int(model.item_vectors.shape[1]),
         "encoder": model.encoder.name,
@@ -1008,7 +1008,7 @@ def inprocess_profile(
 
     def respond() -> Any:
         """The warm route as the app answers it: engine, response model, JSON."""
-        from warmstart.serve.app import _recommendations  # private: skipped if it moves
+        from warmstart.serve.routes.recommendations import recommendations_out as _recommendations
 
         user = next(users)
         return _recommendations(user, engine.recommend_user(user, k=10)).model_dump_json()

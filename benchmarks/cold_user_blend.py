@@ -48,6 +48,8 @@ def main() -> None:
     from warmstart.index.exact import topk
     from warmstart.metrics import NDCG
     from warmstart.models import WarmStartRecommender
+    from warmstart.models.base import ProfileQuery
+    from warmstart.models.hybrid import ColdBlend
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--min-rating", type=float, default=None)
@@ -59,13 +61,14 @@ def main() -> None:
         ds = ds.with_interactions(ds.weights >= args.min_rating)
     model = WarmStartRecommender().fit(ds)
     cfg = model.config
-    chosen = (model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_)
+    fitted = model.cold_blend_
+    chosen = (fitted.neighbour_weight, fitted.popularity_weight, fitted.popularity_fade)
     if model.cold_user_choice_ is not None:
         print("chosen:", model.cold_user_choice_.summary())
     revealed = cfg.responsiveness_events
 
-    # The validation WarmStartRecommender._choose_cold_user_weights decides on.
-    validation = model._cold_user_cases(ds)
+    # The validation the fit chose the cold-user blend on.
+    validation = model.cold_user_cases(ds)
     if validation is None:
         raise SystemExit("too few users to hold out for the cold-user validation")
     sub, cases = validation
@@ -81,7 +84,9 @@ def main() -> None:
     pop, metric = sub._pop(), NDCG(cfg.validation_k)
     grid = GRID if chosen in GRID else [chosen, *GRID]
     results: list[dict[str, Any]] = []
-    saved = chosen
+    star_wars = ProfileQuery(
+        text=None, attribute_text=None, items=model.catalogue.item_ids.to_internal(STAR_WARS)
+    )
     for a, b, rho in grid:
         row: dict[str, Any] = {
             "neighbour_weight": a,
@@ -92,7 +97,7 @@ def main() -> None:
         tops = []
         for n in (0, revealed):
             base, rows, truth = cases[n]
-            blended = sub._cold_blend(base, rows, (a, b, rho), pop)
+            blended = sub.cold_blend(base, rows, ColdBlend(a, b, rho), pop)
             ids, _ = topk(blended, cfg.validation_k, rows)
             row[f"ndcg@{cfg.validation_k} n={n}"] = metric.calc(ids, truth)
             top10, _ = topk(blended, 10, named)
@@ -103,14 +108,14 @@ def main() -> None:
         row["changed@10"] = float(
             np.mean([len(set(x) - set(y)) / 10 for x, y in zip(tops[1], tops[0], strict=True)])
         )
-        model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_ = a, b, rho
-        recs = model.recommend_for_profile(item_ids=STAR_WARS, k=10)
-        idx = model.catalogue.item_ids.to_internal([i for i, _ in recs])
+        scores = model.score_profile_parts(model.profile_parts([star_wars], ColdBlend(a, b, rho)))
+        scores[0, star_wars.items] = -np.inf
+        idx, _ = topk(scores, 10)
+        idx = idx[0]
         row["star wars clicker: sci-fi/action/adventure share"] = float(
             np.mean([bool(WANTED & set(genres.iat[i].split("|"))) for i in idx])
         )
         results.append(row)
-    model.neighbour_weight_, model.popularity_weight_, model.popularity_fade_ = saved
 
     keys = list(results[0])
     print(" | ".join(keys))

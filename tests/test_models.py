@@ -33,7 +33,7 @@ from warmstart.models import (
 )
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
-from warmstart.models.hybrid import _dense_columns
+from warmstart.models.hybrid.blending import dense_columns, time_ranks
 from warmstart.models.moments import ItemMoments
 from warmstart.registry import MODELS
 
@@ -575,7 +575,8 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     choice = m.cold_user_choice_
     assert choice is not None and choice.users >= 20 and set(choice.ndcg) == {0, 1, 3}
     chosen = (choice.neighbour_weight, choice.popularity_weight, choice.popularity_fade)
-    assert chosen == (m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_)
+    fitted = m.cold_blend_
+    assert chosen == (fitted.neighbour_weight, fitted.popularity_weight, fitted.popularity_fade)
     assert choice.responsiveness is not None
     assert choice.responsiveness >= m.config.min_responsiveness
     before = m.neighbour_sim.copy()
@@ -651,7 +652,10 @@ def test_warmstart_truncated_histories_are_the_earliest_items(
             history_order=order,
         ).fit(timed)
         assert isinstance(m, WarmStartRecommender)
-        x, _ = m._user_training_rows(m.catalogue.seen, np.zeros((ds.n_users, 2), np.float32))
+        time_rank = time_ranks(timed) if order == "earliest" else None
+        x, _ = m._user_training_rows(
+            m.catalogue.seen, np.zeros((ds.n_users, 2), np.float32), time_rank
+        )
         d, e = m.user_text_embeddings.shape[1], m.item_embeddings.shape[1]
         return x[len(warm) : len(warm) + len(several), d : d + e], m.item_embeddings
 
@@ -860,7 +864,7 @@ def test_dense_columns_match_scipy_indexing() -> None:
     rng = np.random.default_rng(3)
     rows = sp.random(4, 50, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     for cols in (np.array([7, 0, 49, 3, 12]), np.array([5, 5, 1]), np.array([], dtype=np.int64)):
-        np.testing.assert_array_equal(_dense_columns(rows, cols), rows[:, cols].toarray())
+        np.testing.assert_array_equal(dense_columns(rows, cols), rows[:, cols].toarray())
 
 
 def test_fit_report_warns_when_item_text_is_short(data: Synthetic, tmp_path: Path) -> None:

@@ -25,10 +25,9 @@ every item vector twice per request (about 50 ms).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
 from warmstart.models.base import Explanation, ProfileQuery
-from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.models.hybrid import ColdBlend, WarmStartRecommender
 from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
 from warmstart.text.cache import MemoryCachedEncoder
 
@@ -367,7 +366,8 @@ class Engine:
         `popularity_fade`)
         for this request, as an experiment's arm does; warm users' scores do not use them.
         """
-        with self._lock, self._blend({**self.default_blend, **(blend or {})}):
+        cold_blend = self._cold_blend(blend)
+        with self._lock:
             m = self.model
             u = self._user_index.get(user_id)
             state = self._users.get(user_id)
@@ -390,7 +390,7 @@ class Engine:
             else:
                 return self._popular(k, explain)
             query = ProfileQuery(text=text, attribute_text=attribute_text, items=history)
-            return self._profile_ranked(route, query, k, exclude_seen, explain)
+            return self._profile_ranked(route, query, k, exclude_seen, explain, cold_blend)
 
     def recommend_profile(
         self,
@@ -402,7 +402,8 @@ class Engine:
         explain: bool = True,
     ) -> Ranked:
         """An anonymous visitor: what they typed, their attributes, and items they picked."""
-        with self._lock, self._blend(self.default_blend):
+        cold_blend = self._cold_blend(None)
+        with self._lock:
             m = self.model
             items = np.unique(np.array([self.item(i) for i in item_ids], dtype=np.int64))
             text = text.strip() if text and text.strip() else None
@@ -410,7 +411,7 @@ class Engine:
             if not (text or attribute_text or items.size):
                 return self._popular(k, explain)
             query = ProfileQuery(text=text, attribute_text=attribute_text, items=items)
-            return self._profile_ranked("anonymous", query, k, exclude_seen, explain)
+            return self._profile_ranked("anonymous", query, k, exclude_seen, explain, cold_blend)
 
     def similar_items(self, item_id: str, k: int = 10) -> Ranked:
         """Items placed nearest in the collaborative space (cosine), the item itself excluded."""
@@ -422,44 +423,39 @@ class Engine:
                 "similar", keys[0], scores[0], np.empty(0, np.int64), None, None, False
             )
 
-    @contextlib.contextmanager
-    def _blend(self, blend: Mapping[str, float] | None) -> Iterator[None]:
-        """The model's blend weights set to `blend` for the block (the caller holds the lock)."""
-        if not blend:
-            yield
-            return
-        m = self.model
-        saved = (m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_)
-        m.neighbour_weight_ = float(blend.get("neighbour_weight", saved[0]))
-        m.popularity_weight_ = float(blend.get("popularity_weight", saved[1]))
-        m.popularity_fade_ = float(blend.get("popularity_fade", saved[2]))
-        try:
-            yield
-        finally:
-            m.neighbour_weight_, m.popularity_weight_, m.popularity_fade_ = saved
+    def _cold_blend(self, overrides: Mapping[str, float] | None) -> ColdBlend:
+        """The model's cold-user blend with the service's settings, then the request's, on top."""
+        return self.model.cold_blend_.with_overrides({**self.default_blend, **(overrides or {})})
 
     def _profile_ranked(
-        self, route: str, query: ProfileQuery, k: int, exclude_seen: bool, explain: bool
+        self,
+        route: str,
+        query: ProfileQuery,
+        k: int,
+        exclude_seen: bool,
+        explain: bool,
+        blend: ColdBlend,
     ) -> Ranked:
         if self.index.is_exact:
-            scores = self.model.score_profiles([query])
+            m = self.model
+            scores = m.score_profile_parts(m.profile_parts([query], blend))
             scores[:, ~self._live] = -np.inf
             if exclude_seen and query.items.size:
                 scores[0, query.items] = -np.inf
             keys, top = topk(scores, k, copy=False)
             keys, top = keys[0], top[0]
         else:
-            keys, top = self._candidate_topk(query, k, exclude_seen)
+            keys, top = self._candidate_topk(query, k, exclude_seen, blend)
         return self._ranked(
             route, keys, top, query.items, query.attribute_text, query.text, explain
         )
 
     def _candidate_topk(
-        self, query: ProfileQuery, k: int, exclude_seen: bool
+        self, query: ProfileQuery, k: int, exclude_seen: bool, blend: ColdBlend
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of a newcomer among candidates (see the module doc)."""
         m = self.model
-        parts = m.profile_parts([query])
+        parts = m.profile_parts([query], blend)
         fetch = max(CANDIDATES, k)
         seen = set(query.items.tolist()) if exclude_seen else set()
         pools = [self.index.nearest_keys(parts.users[0], fetch + len(seen), CANDIDATE_DEPTH)]
@@ -468,7 +464,7 @@ class Engine:
             pools.append(self.text_index.nearest_keys(text, fetch + len(seen), CANDIDATE_DEPTH))
         if parts.near is not None:
             pools.append(parts.near.indices)
-        if m.popularity_weight_ and not parts.described[0]:
+        if blend.popularity_weight and not parts.described[0]:
             pools.append(self._top_popular(fetch)[0])
         cand = np.unique(np.concatenate(pools).astype(np.int64))
         cand = cand[cand >= 0]

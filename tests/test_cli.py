@@ -190,3 +190,138 @@ def test_finetune_writes_encoder_and_resumes(data: Path) -> None:
     assert res.returncode == 2 and "other fine-tuning settings" in res.stderr
     res = _cli(*args, "--method", "adapters", cache=data / "c")
     assert res.returncode == 2 and "method" in res.stderr
+
+
+# ---- in-process: the shared data options, and which errors are clean --------------------------
+
+DATA_COMMANDS = ("fit", "recommend", "similar", "info", "evaluate", "finetune")
+DATA_OPTIONS = {
+    "--dataset": None,
+    "--data-dir": None,
+    "--interactions": None,
+    "--items": None,
+    "--users": None,
+    "--user-col": "user_id",
+    "--item-col": "item_id",
+    "--rating-col": None,
+    "--min-rating": None,
+    "--timestamp-col": None,
+    "--item-text": None,
+    "--user-text": None,
+}
+
+
+def _options(command: str) -> dict[str, tuple[object, str | None]]:
+    import typer.main
+
+    from warmstart.cli.main import app
+
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    return {p.opts[0]: (p.default, getattr(p, "help", None)) for p in params}
+
+
+def test_every_data_command_takes_the_same_data_options() -> None:
+    first = {k: v for k, v in _options("fit").items() if k in DATA_OPTIONS}
+    assert {k: default for k, (default, _) in first.items()} == DATA_OPTIONS
+    for command in DATA_COMMANDS:
+        shared = {k: v for k, v in _options(command).items() if k in DATA_OPTIONS}
+        assert shared == first, command
+    assert "--dataset" not in _options("serve") and "--dataset" not in _options("retrain")
+    assert set(_options("demo")) & set(DATA_OPTIONS) == {"--data-dir"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["fit", "recommend", "similar", "info", "evaluate", "finetune", "serve", "retrain", "demo"],
+)
+def test_help_renders(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from warmstart.cli.main import app
+
+    res = CliRunner().invoke(app, [command, "--help"])
+    assert res.exit_code == 0, res.output
+    assert ("--min-rating" in res.output) == (command in DATA_COMMANDS)
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """Run the console entry point in this process; its exit code (0 when it returns)."""
+    from warmstart.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["warmstart", *args])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # typer installs its own
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_info_filters_by_min_rating(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # info gained --min-rating with the shared options: half the ratings are 5, half 4.
+    assert _main(monkeypatch, "info", *_flags(data), "--min-rating", "5", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["interactions"] == 120
+
+
+def test_bad_input_is_one_clean_line(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = _flags(data)
+    cases = [
+        (("info", *flags, "--format", "xml"), "--format must be table or json"),
+        (("info", "--dataset", "ml-100k", *flags), "either --dataset or --interactions"),
+        (("info", "--bogus"), "No such option: --bogus"),
+        (("similar", *flags, "--item", "space-1", "--text", "rockets"), "exactly one of"),
+        (("fit", *flags, "--encoder", "bogus", "--output", str(data / "m")), "unknown encoder"),
+        (("evaluate", *flags, "--protocol", "sideways"), "unknown --protocol"),
+        (("evaluate", *flags, "--protocol", "warm", "--k", "ten"), "--k takes comma-separated"),
+        (
+            ("evaluate", *flags, "--protocol", "cold-item", "--cold-items", str(data / "no.txt")),
+            "no.txt: no such file",
+        ),
+        (("serve", "--model", str(data), "--api-key", "k", "--log-level", "loud"), "--log-level"),
+        (("finetune", *flags, "--output", str(data / "ft"), "--method", "adapters"), "--method:"),
+        (("finetune", *flags, "--output", str(data / "ft"), "--resume"), "nothing to resume"),
+    ]
+    for args, message in cases:
+        assert _main(monkeypatch, *args) == 2, args
+        stderr = capsys.readouterr().err
+        assert message in " ".join(stderr.split()), (args, stderr)
+        assert "Traceback" not in stderr
+
+
+def test_resume_with_other_settings_fails_before_training(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = data / "ft" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text(json.dumps({"config": {"epochs": 7}}))
+    args = ("finetune", *_flags(data), "--output", str(data / "ft"), "--resume")
+    assert _main(monkeypatch, *args) == 2
+    assert "other fine-tuning settings" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from warmstart.cli.data_options import DataSpec
+    from warmstart.cli.main import app
+
+    def broken(self: DataSpec) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(DataSpec, "load", broken)
+    res = CliRunner().invoke(app, ["info", *_flags(data)])
+    assert isinstance(res.exception, RuntimeError) and str(res.exception) == "a bug"
+    with pytest.raises(RuntimeError, match="a bug"):
+        _main(monkeypatch, "info", *_flags(data))
+
+    def plain_value_error(self: DataSpec) -> None:
+        raise ValueError("not a WarmstartError")
+
+    monkeypatch.setattr(DataSpec, "load", plain_value_error)
+    with pytest.raises(ValueError, match="not a WarmstartError"):
+        _main(monkeypatch, "info", *_flags(data))

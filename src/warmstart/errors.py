@@ -35,7 +35,7 @@ class DataError(WarmstartError, ValueError):
 
 
 class DataNotFoundError(WarmstartError, FileNotFoundError):
-    """A dataset folder or file could not be found."""
+    """A file or folder the user named (a dataset, a list of ids, an exported encoder) is missing."""
 
 
 class NotFittedError(WarmstartError, RuntimeError):
@@ -51,3 +51,8 @@ class UnknownIdError(WarmstartError, KeyError):
 
 class ModelFormatError(WarmstartError, ValueError):
     """A saved model directory is missing, corrupt, or from an incompatible version."""
+
+
+class ConfigError(WarmstartError, ValueError):
+    """A setting the user chose is not allowed: an unknown name, a value out of range, or options
+    that exclude each other. The message names the option as the user wrote it."""

@@ -15,6 +15,7 @@ from warmstart._io import write_json
 from warmstart.cli.data_options import DataSpec
 from warmstart.data.builtin import citeulike_dropoutnet_split
 from warmstart.data.dataset import Dataset
+from warmstart.errors import ConfigError, DataError
 from warmstart.eval.runner import ModelSpec, SegmentResult, run
 from warmstart.eval.splits import (
     PROTOCOLS,
@@ -47,21 +48,28 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"{option} takes comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{option} takes comma-separated integers, got {text!r}") from None
     if not values:
-        raise ValueError(f"{option} needs at least one value")
+        raise ConfigError(f"{option} needs at least one value")
     return values
 
 
 def parse_models(text: str) -> tuple[str, ...]:
+    """'als,warmstart' -> ('als', 'warmstart'), each a known model, duplicates dropped."""
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model(s) {', '.join(unknown) or '(none given)'} in --models; known: "
             f"{', '.join(MODELS)}"
         )
     return tuple(dict.fromkeys(names))
+
+
+def check_protocol(protocol: str) -> None:
+    """Before any data is read: a typo should not cost a dataset load."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown --protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
 
 
 def build_split(
@@ -75,18 +83,17 @@ def build_split(
     data_dir: Path | None = None,
 ) -> Split:
     """The protocol's split of `dataset`; named fixed splits only where they exist."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown --protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    check_protocol(protocol)
     if split not in SPLITS:
-        raise ValueError(f"unknown --split {split!r}; choose from {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown --split {split!r}; choose from {', '.join(SPLITS)}")
     if (split != "random" or cold_items is not None) and protocol != "cold-item":
-        raise ValueError("--split and --cold-items apply to --protocol cold-item only")
+        raise ConfigError("--split and --cold-items apply to --protocol cold-item only")
     if protocol == "cold-item":
         if split == "dropoutnet":
             if dataset.name != "citeulike-a":
-                raise ValueError("--split dropoutnet exists for --dataset citeulike-a only")
+                raise ConfigError("--split dropoutnet exists for --dataset citeulike-a only")
             if cold_items is not None:
-                raise ValueError("give --split dropoutnet or --cold-items FILE, not both")
+                raise ConfigError("give --split dropoutnet or --cold-items FILE, not both")
             parts = dropoutnet_items(citeulike_dropoutnet_split(data_dir), dataset)
             return cold_item_split(
                 dataset, test_items=parts["test"], validation_items=parts["vali"], seed=seed
@@ -125,6 +132,7 @@ def model_specs(
 
 
 def machine() -> dict[str, Any]:
+    """Where the figures were measured, recorded with them."""
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -152,10 +160,11 @@ def evaluate(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the benchmark; write `output` (JSON) and PNG plots beside it; return the payload."""
+    check_protocol(protocol)
     if min(ks) < 1:
-        raise ValueError("--k values must be >= 1")
+        raise ConfigError("--k values must be >= 1")
     dataset = spec.load()
-    split_obj = build_split(
+    split_obj = testable_split(
         dataset,
         protocol,
         split=split,
@@ -163,6 +172,56 @@ def evaluate(
         fewshot=fewshot,
         seed=seed,
         data_dir=spec.data_dir,
+        log=log,
+    )
+    start = time.perf_counter()
+    results = run(
+        dataset,
+        split_obj,
+        model_specs(models, encoder, cache_dir, seed),
+        ks,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        progress=progress,
+        on_model_done=model_logger(primary_metric(protocol, ks), log),
+    )
+    payload = record(
+        dataset,
+        split_obj,
+        results,
+        protocol=protocol,
+        split=split if cold_items is None else str(cold_items),
+        seed=seed,
+        ks=ks,
+        encoder=encoder,
+        models=models,
+        seconds=time.perf_counter() - start,
+    )
+    if output is not None:
+        write_results(payload, output, log)
+    return payload
+
+
+def testable_split(
+    dataset: Dataset,
+    protocol: str,
+    *,
+    split: str,
+    cold_items: Path | None,
+    fewshot: Sequence[int],
+    seed: int,
+    data_dir: Path | None,
+    log: Callable[[str], None],
+) -> Split:
+    """`build_split`, logged, without the segments that hold no test user (nothing to score)."""
+    split_obj = build_split(
+        dataset,
+        protocol,
+        split=split,
+        cold_items=cold_items,
+        fewshot=fewshot,
+        seed=seed,
+        data_dir=data_dir,
     )
     log(
         f"{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
@@ -173,38 +232,49 @@ def evaluate(
         log(f"segment {s.name}: {s.n_users:,} users, {int(s.truth.nnz):,} test interactions")
     kept = tuple(s for s in split_obj.segments if s.n_users > 0)
     if not kept:
-        raise ValueError(
+        raise DataError(
             f"the {protocol} split left no test user with a test interaction the models could "
             "know about; is the dataset large enough (or, for temporal, do late users also "
             "appear early)?"
         )
-    split_obj = dataclasses.replace(split_obj, segments=kept)
+    return dataclasses.replace(split_obj, segments=kept)
 
-    start = time.perf_counter()
+
+def model_logger(
+    metric: str, log: Callable[[str], None]
+) -> Callable[[str, list[SegmentResult]], None]:
+    """A line per model as it finishes: its times and `metric` per segment."""
 
     def done(name: str, rs: list[SegmentResult]) -> None:
-        first = rs[0]
-        key = primary_metric(protocol, ks)
-        summary = ", ".join(f"{r.segment} {key} {r.metrics.get(key, float('nan')):.4f}" for r in rs)
+        summary = ", ".join(
+            f"{r.segment} {metric} {r.metrics.get(metric, float('nan')):.4f}" for r in rs
+        )
         log(
-            f"{name}: fit {first.fit_seconds:.1f} s, recommend "
+            f"{name}: fit {rs[0].fit_seconds:.1f} s, recommend "
             f"{sum(r.recommend_seconds for r in rs):.1f} s; {summary}"
         )
 
-    results = run(
-        dataset,
-        split_obj,
-        model_specs(models, encoder, cache_dir, seed),
-        ks,
-        seed=seed,
-        n_bootstrap=n_bootstrap,
-        progress=progress,
-        on_model_done=done,
-    )
-    payload: dict[str, Any] = {
+    return done
+
+
+def record(
+    dataset: Dataset,
+    split_obj: Split,
+    results: Sequence[SegmentResult],
+    *,
+    protocol: str,
+    split: str,
+    seed: int,
+    ks: Sequence[int],
+    encoder: str,
+    models: Sequence[str],
+    seconds: float,
+) -> dict[str, Any]:
+    """The run as JSON: what was compared, on what, where, and every model's results."""
+    return {
         "dataset": dataset.name,
         "protocol": protocol,
-        "split": split if cold_items is None else str(cold_items),
+        "split": split,
         "seed": seed,
         "ks": list(ks),
         "primary_metric": primary_metric(protocol, ks),
@@ -215,19 +285,21 @@ def evaluate(
             for s in split_obj.segments
         },
         "notes": list(split_obj.notes),
-        "total_seconds": round(time.perf_counter() - start, 1),
+        "total_seconds": round(seconds, 1),
         "machine": machine(),
         "results": [r.to_dict() for r in results],
     }
-    if output is not None:
-        write_json(output, payload)
-        from warmstart.eval.report import plot_all
 
-        stem = output.with_suffix("")
-        for path in plot_all(payload, stem):
-            log(f"wrote {path}")
-        log(f"wrote {output}")
-    return payload
+
+def write_results(payload: dict[str, Any], output: Path, log: Callable[[str], None]) -> None:
+    """The JSON at `output` and the plots beside it (`output` without its suffix, + .png)."""
+    write_json(output, payload)
+    from warmstart.eval.report import plot_all
+
+    stem = output.with_suffix("")
+    for path in plot_all(payload, stem):
+        log(f"wrote {path}")
+    log(f"wrote {output}")
 
 
 def primary_metric(protocol: str, ks: Sequence[int]) -> str:

@@ -1,4 +1,8 @@
-"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve, retrain and a demo. Errors print one clear line, exit 2."""
+"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve, retrain and a demo.
+
+A `WarmstartError` (bad input, data, settings or model folder) prints one clear line and exits 2;
+any other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,10 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.cli.data_options import DataSpec
+from warmstart.cli.data_options import DataDirOpt, DataSpec, data_options
 from warmstart.cli.evaluate import DEFAULT_MODELS
-from warmstart.errors import WarmstartError
-from warmstart.models import Recommendations, Recommender
+from warmstart.data import Dataset
+from warmstart.errors import ConfigError, WarmstartError
+from warmstart.models import Profile, Recommendations, Recommender
 from warmstart.registry import MODELS, load_model, model_class
 from warmstart.text import ENCODER_NAMES
 
@@ -35,35 +39,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-DatasetOpt = Annotated[
-    str | None,
-    typer.Option("--dataset", help="built-in dataset: ml-100k, citeulike-a, or *-sparse"),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="folder with the datasets (else $WARMSTART_DATA, else ../shared/datasets)",
-    ),
-]
-InteractionsOpt = Annotated[
-    Path | None, typer.Option("--interactions", help="your interactions file")
-]
-ItemsOpt = Annotated[
-    Path | None, typer.Option("--items", help="your items file (id + text columns)")
-]
-UsersOpt = Annotated[
-    Path | None, typer.Option("--users", help="your users file (id + text columns)")
-]
-UserColOpt = Annotated[str, typer.Option("--user-col", help="user id column")]
-ItemColOpt = Annotated[str, typer.Option("--item-col", help="item id column")]
-RatingColOpt = Annotated[str | None, typer.Option("--rating-col", help="rating or weight column")]
-MinRatingOpt = Annotated[float | None, typer.Option("--min-rating", help="drop ratings below this")]
-TimestampColOpt = Annotated[str | None, typer.Option("--timestamp-col", help="timestamp column")]
-ItemTextOpt = Annotated[
-    str | None, typer.Option("--item-text", help='item text template, e.g. "{title}. {plot}"')
-]
-UserTextOpt = Annotated[str | None, typer.Option("--user-text", help="user text template")]
 EncoderOpt = Annotated[
     str, typer.Option("--encoder", help=f"text encoder: {'|'.join(ENCODER_NAMES)}")
 ]
@@ -74,19 +49,16 @@ CacheOpt = Annotated[
 KOpt = Annotated[int, typer.Option("--k", min=1, max=1000, help="how many items")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table|json")]
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help=f"model: {', '.join(MODELS)}")]
-
-
-def _spec(**kw: Any) -> DataSpec:
-    return DataSpec(**kw)
+FittedModelOpt = Annotated[
+    Path | None, typer.Option("--model", help="a folder written by `warmstart fit`")
+]
 
 
 def _build(name: str, encoder: str, cache_dir: Path | None) -> Recommender:
     klass = model_class(name)
-    params: dict[str, Any] = {}
     if "encoder" in klass.Config.model_fields:
-        params["encoder"] = encoder
-        return klass(cache_dir=cache_dir, **params)
-    return klass(**params)
+        return klass(cache_dir=cache_dir, encoder=encoder)
+    return klass()
 
 
 def _fit(spec: DataSpec, name: str, encoder: str, cache_dir: Path | None) -> Recommender:
@@ -106,15 +78,18 @@ def _fit(spec: DataSpec, name: str, encoder: str, cache_dir: Path | None) -> Rec
 def _model_or_fit(
     model_dir: Path | None, spec: DataSpec, name: str, encoder: str, cache_dir: Path | None
 ) -> Recommender:
+    """A saved model, or one fitted now on the data options: exactly one of the two."""
     if model_dir is not None:
         if spec.given:
-            raise ValueError("give either --model DIR or data (--dataset/--interactions), not both")
+            raise ConfigError(
+                "give either --model DIR or data (--dataset/--interactions), not both"
+            )
         model = load_model(model_dir)
         if cache_dir is not None and hasattr(model, "cache_dir"):
             model.cache_dir = cache_dir
         return model
     if not spec.given:
-        raise ValueError(
+        raise ConfigError(
             "give --model DIR (a fitted model) or --dataset NAME / --interactions FILE"
         )
     return _fit(spec, name, encoder, cache_dir)
@@ -158,45 +133,49 @@ def _print(rows: list[dict[str, Any]], fmt: str, title: str, key: str = "recomme
 
 def _check_format(fmt: str) -> None:
     if fmt not in ("table", "json"):
-        raise ValueError(f"--format must be table or json, not {fmt!r}")
+        raise ConfigError(f"--format must be table or json, not {fmt!r}")
 
 
 @app.command()
+@data_options
 def fit(
+    *,
     output: Annotated[Path, typer.Option("--output", help="folder to write the model to")],
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    users: UsersOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    rating_col: RatingColOpt = None,
-    min_rating: MinRatingOpt = None,
-    timestamp_col: TimestampColOpt = None,
-    item_text: ItemTextOpt = None,
-    user_text: UserTextOpt = None,
+    data: DataSpec,
     model_name: ModelNameOpt = "warmstart",
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
 ) -> None:
     """Fit a model and save it to --output."""
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
-        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
-        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
-    )  # fmt: skip
-    model = _fit(spec, model_name, encoder, cache_dir)
+    model = _fit(data, model_name, encoder, cache_dir)
     model.save(output)
     out.print(f"saved {model.name} model to {output}")
 
 
+def _for_user(
+    rec: Recommender, user: str, k: int, include_seen: bool
+) -> tuple[list[dict[str, Any]], str]:
+    recs = rec.recommend([user], k=k, exclude_seen=not include_seen)
+    rows = _rows(rec, recs, 0, lambda iid: rec.explain(user, iid).summary())
+    return rows, f"top {k} for user {user} ({recs.routes[0]})"
+
+
+def _for_newcomer(
+    rec: Recommender, profile: str | None, liked: str | None, k: int, include_seen: bool
+) -> tuple[list[dict[str, Any]], str]:
+    liked_ids = [s.strip() for s in liked.split(",") if s.strip()] if liked else None
+    prof = Profile(text=profile, item_ids=liked_ids)
+    recs = rec.recommend_for_profiles([prof], k=k, exclude_seen=not include_seen)
+    rows = _rows(rec, recs, 0, lambda iid: rec.explain_profile(prof, iid).summary())
+    return rows, f"top {k} for a new user: {profile or liked!r}"
+
+
 @app.command()
+@data_options
 def recommend(
-    dataset: DatasetOpt = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="a folder written by `warmstart fit`")
-    ] = None,
+    *,
+    data: DataSpec,
+    model: FittedModelOpt = None,
     user: Annotated[str | None, typer.Option("--user", help="a user id from the data")] = None,
     profile: Annotated[
         str | None, typer.Option("--profile", help="free text describing a new user")
@@ -209,16 +188,6 @@ def recommend(
     include_seen: Annotated[
         bool, typer.Option("--include-seen", help="allow items the user has seen")
     ] = False,
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    users: UsersOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    rating_col: RatingColOpt = None,
-    timestamp_col: TimestampColOpt = None,
-    item_text: ItemTextOpt = None,
-    user_text: UserTextOpt = None,
     model_name: ModelNameOpt = "warmstart",
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
@@ -226,44 +195,25 @@ def recommend(
     """Recommend for a user in the data (--user) or a new one (--profile TEXT and/or --liked IDS)."""
     _check_format(fmt)
     if (user is None) == (profile is None and liked is None):
-        raise ValueError("give either --user ID, or --profile TEXT and/or --liked ID,ID,...")
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
-        user_col=user_col, item_col=item_col, rating_col=rating_col, timestamp_col=timestamp_col,
-        item_text=item_text, user_text=user_text,
-    )  # fmt: skip
-    rec = _model_or_fit(model, spec, model_name, encoder, cache_dir)
+        raise ConfigError("give either --user ID, or --profile TEXT and/or --liked ID,ID,...")
+    rec = _model_or_fit(model, data, model_name, encoder, cache_dir)
     if user is not None:
-        recs = rec.recommend([user], k=k, exclude_seen=not include_seen)
-        rows = _rows(rec, recs, 0, lambda iid: rec.explain(user, iid).summary())
-        title = f"top {k} for user {user} ({recs.routes[0]})"
+        rows, title = _for_user(rec, user, k, include_seen)
     else:
-        from warmstart.models import Profile
-
-        liked_ids = [s.strip() for s in liked.split(",") if s.strip()] if liked else None
-        prof = Profile(text=profile, item_ids=liked_ids)
-        recs = rec.recommend_for_profiles([prof], k=k, exclude_seen=not include_seen)
-        rows = _rows(rec, recs, 0, lambda iid: rec.explain_profile(prof, iid).summary())
-        title = f"top {k} for a new user: {profile or liked!r}"
+        rows, title = _for_newcomer(rec, profile, liked, k, include_seen)
     _print(rows, fmt, title)
 
 
 @app.command()
+@data_options
 def similar(
-    dataset: DatasetOpt = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="a folder written by `warmstart fit`")
-    ] = None,
+    *,
+    data: DataSpec,
+    model: FittedModelOpt = None,
     item: Annotated[str | None, typer.Option("--item", help="an item id")] = None,
     text: Annotated[str | None, typer.Option("--text", help="a description of an item")] = None,
     k: KOpt = 10,
     fmt: FormatOpt = "table",
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    item_text: ItemTextOpt = None,
     model_name: ModelNameOpt = "warmstart",
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
@@ -271,12 +221,8 @@ def similar(
     """Items most similar to an item (--item ID) or to a description of a new one (--text)."""
     _check_format(fmt)
     if (item is None) == (text is None):
-        raise ValueError("give exactly one of --item ID or --text TEXT")
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items,
-        user_col=user_col, item_col=item_col, item_text=item_text,
-    )  # fmt: skip
-    rec = _model_or_fit(model, spec, model_name, encoder, cache_dir)
+        raise ConfigError("give exactly one of --item ID or --text TEXT")
+    rec = _model_or_fit(model, data, model_name, encoder, cache_dir)
     if item is not None:
         recs = rec.similar_items(item_ids=[item], k=k)
     else:
@@ -284,31 +230,9 @@ def similar(
     _print(_rows(rec, recs, 0, None), fmt, f"similar to {item or text!r}", key="items")
 
 
-@app.command()
-def info(
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    users: UsersOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    rating_col: RatingColOpt = None,
-    timestamp_col: TimestampColOpt = None,
-    item_text: ItemTextOpt = None,
-    user_text: UserTextOpt = None,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Statistics of a dataset and what cleaning did to it."""
-    _check_format(fmt)
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
-        user_col=user_col, item_col=item_col, rating_col=rating_col, timestamp_col=timestamp_col,
-        item_text=item_text, user_text=user_text,
-    )  # fmt: skip
-    ds = spec.load()
+def _stats(ds: Dataset) -> dict[str, Any]:
     uc, ic = ds.user_counts(), ds.item_counts()
-    stats: dict[str, Any] = {
+    return {
         "dataset": ds.name,
         "users": ds.n_users,
         "items": ds.n_items,
@@ -326,6 +250,15 @@ def info(
         "example_user_text": next((t for t in ds.user_text if t), None),
         "load_report": ds.report.to_dict(),
     }
+
+
+@app.command()
+@data_options
+def info(*, data: DataSpec, fmt: FormatOpt = "table") -> None:
+    """Statistics of a dataset and what cleaning did to it."""
+    _check_format(fmt)
+    ds = data.load()
+    stats = _stats(ds)
     if fmt == "json":
         sys.stdout.write(json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
         return
@@ -336,11 +269,13 @@ def info(
 
 
 @app.command()
+@data_options
 def evaluate(
+    *,
     protocol: Annotated[
         str, typer.Option("--protocol", help="cold-item | cold-user | warm | temporal")
     ],
-    dataset: DatasetOpt = None,
+    data: DataSpec,
     models: Annotated[
         str, typer.Option("--models", help="comma-separated models to compare")
     ] = ",".join(DEFAULT_MODELS),
@@ -361,36 +296,17 @@ def evaluate(
     bootstrap: Annotated[
         int, typer.Option("--bootstrap", min=100, help="bootstrap resamples for the 95% CI")
     ] = 1000,
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    users: UsersOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    rating_col: RatingColOpt = None,
-    min_rating: MinRatingOpt = None,
-    timestamp_col: TimestampColOpt = None,
-    item_text: ItemTextOpt = None,
-    user_text: UserTextOpt = None,
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
 ) -> None:
     """Benchmark models side by side on a cold-item, cold-user, warm or temporal split."""
+    from warmstart.cli.evaluate import check_protocol, parse_ints, parse_models
     from warmstart.cli.evaluate import evaluate as run_evaluate
-    from warmstart.cli.evaluate import parse_ints, parse_models
     from warmstart.eval.report import markdown_table
-    from warmstart.eval.splits import PROTOCOLS
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown --protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
-        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
-        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
-    )  # fmt: skip
+    check_protocol(protocol)
     payload = run_evaluate(
-        spec,
+        data,
         protocol=protocol,
         models=parse_models(models),
         ks=parse_ints(k, "--k"),
@@ -409,22 +325,13 @@ def evaluate(
 
 
 @app.command()
+@data_options
 def finetune(
+    *,
     output: Annotated[
         Path, typer.Option("--output", help="folder for checkpoints and the encoder")
     ],
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    interactions: InteractionsOpt = None,
-    items: ItemsOpt = None,
-    users: UsersOpt = None,
-    user_col: UserColOpt = "user_id",
-    item_col: ItemColOpt = "item_id",
-    rating_col: RatingColOpt = None,
-    min_rating: MinRatingOpt = None,
-    timestamp_col: TimestampColOpt = None,
-    item_text: ItemTextOpt = None,
-    user_text: UserTextOpt = None,
+    data: DataSpec,
     objective: Annotated[
         str | None,
         typer.Option("--objective", help="contrastive | alignment | rating | click"),
@@ -464,54 +371,24 @@ def finetune(
     ] = False,
 ) -> None:
     """Fine-tune the text encoder on the interactions; Ctrl-C keeps the last epoch's checkpoint."""
-    from warmstart.finetune import FineTuneConfig
-    from warmstart.finetune import finetune as run_finetune
+    from warmstart.cli.finetune import check_resumable, export, finetune_config, train
 
-    spec = _spec(
-        dataset=dataset, data_dir=data_dir, interactions=interactions, items=items, users=users,
-        user_col=user_col, item_col=item_col, rating_col=rating_col, min_rating=min_rating,
-        timestamp_col=timestamp_col, item_text=item_text, user_text=user_text,
+    if not data.given:
+        raise ConfigError("give --dataset NAME or --interactions FILE to fine-tune on")
+    cfg = finetune_config(
+        objective=objective, method=method, layers=layers, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        hard_negatives=hard_negatives, mlm_epochs=mlm_epochs,
     )  # fmt: skip
-    if not spec.given:
-        raise ValueError("give --dataset NAME or --interactions FILE to fine-tune on")
-    given = {
-        "objective": objective, "method": method, "layers": layers, "epochs": epochs,
-        "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
-        "seed": seed, "hard_negatives": hard_negatives, "mlm_epochs": mlm_epochs,
-    }  # fmt: skip
-    cfg = FineTuneConfig.model_validate({k: v for k, v in given.items() if v is not None})
-    data = spec.load()
-    err.print(
-        f"[dim]{data.name}: {data.n_items:,} items, {data.n_interactions:,} interactions; "
-        f"{cfg.objective} fine-tuning with {cfg.method}[/dim]"
-    )
-    try:
-        result = run_finetune(
-            data,
-            cfg,
-            output=output,
-            resume=resume,
-            progress=err.is_terminal,
-            say=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False),
-        )
-    except KeyboardInterrupt:
-        err.print(
-            f"interrupted: the last finished epoch's checkpoint in {output} is intact; "
-            "go on with the same command and --resume"
-        )
-        raise typer.Exit(130) from None
-    from warmstart.finetune.export import export_onnx
-
-    onnx_dir = export_onnx(result.tower, output / "onnx")
-    out.print(
-        f"fine-tuned in {result.seconds:.0f} s; best epoch {result.best_epoch} "
-        f"(validation recall {result.best_recall:.4f}); encoder, history and learning "
-        f"curves in {output}; use it with --encoder onnx:{onnx_dir}"
-    )
+    if resume:
+        check_resumable(output, cfg)
+    result = train(data.load(), cfg, output, resume=resume, console=err)
+    out.print(export(result, output))
 
 
 @app.command()
 def serve(
+    *,
     model: Annotated[Path, typer.Option("--model", help="a saved warmstart or warmstart-ft model")],
     db: Annotated[
         str, typer.Option("--db", help="sqlite:///path.db (default) or postgresql://...")
@@ -579,69 +456,40 @@ def serve(
     /healthz answers as soon as the server listens; /readyz says 503 until the model, its
     indexes and the text encoder are loaded.
     """
-    import uvicorn
+    from warmstart.cli import serve as serving
 
-    from warmstart.serve.app import ServeSettings, create_app
-    from warmstart.serve.http import server_config
-
-    keys = list(api_key or [])
-    keys += [k.strip() for k in os.environ.get("WARMSTART_API_KEYS", "").split(",") if k.strip()]
-    admins = list(admin_key or [])
-    admins += [
-        k.strip() for k in os.environ.get("WARMSTART_ADMIN_KEYS", "").split(",") if k.strip()
-    ]
+    keys = serving.keys(api_key, "WARMSTART_API_KEYS")
     if not keys:
         raise typer.BadParameter(
             "give at least one API key: --api-key KEY, or WARMSTART_API_KEYS=KEY1,KEY2",
             param_hint="--api-key",
         )
-    logging.getLogger("warmstart").setLevel(log_level.upper())
-    # Requests run in parallel on the thread pool; a BLAS that also splits each small product
-    # over both cores spends more time spinning than computing (ML-100K, warm users at 100
-    # requests/s: 17 ms of CPU per request with 2 BLAS threads, 8 ms with 1; BENCHMARKS.md).
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    settings = ServeSettings(
-        model_dir=model,
-        db_url=db,
-        api_keys=tuple(keys),  # type: ignore[arg-type]
-        admin_keys=tuple(admins),  # type: ignore[arg-type]
-        neighbour_weight=neighbour_weight,
-        popularity_weight=popularity_weight,
-        popularity_fade=popularity_fade,
-        index_cache=index_cache,
-        max_body_bytes=max_body_bytes,
-        header_timeout=header_timeout,
-        body_timeout=body_timeout,
-        max_connections=max_connections,
-        text_cache_bytes=text_cache_mib * 2**20,
+    level = serving.log_level(log_level)
+    logging.getLogger("warmstart").setLevel(level.upper())
+    settings = serving.settings(
+        {
+            "model_dir": model,
+            "db_url": db,
+            "api_keys": keys,
+            "admin_keys": serving.keys(admin_key, "WARMSTART_ADMIN_KEYS"),
+            "neighbour_weight": neighbour_weight,
+            "popularity_weight": popularity_weight,
+            "popularity_fade": popularity_fade,
+            "index_cache": index_cache,
+            "max_body_bytes": max_body_bytes,
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+            "text_cache_bytes": text_cache_mib * 2**20,
+        }
     )
-    failed = threading.Event()
-
-    def stop() -> None:  # the model could not be loaded: stop serving, exit non-zero
-        failed.set()
-        server.should_exit = True
-
-    application = create_app(settings, on_load_failure=stop)
-    server = uvicorn.Server(
-        server_config(
-            application,
-            host=host,
-            port=port,
-            header_timeout=settings.header_timeout,
-            max_header_bytes=settings.max_header_bytes,
-            max_connections=settings.max_connections,
-            log_level=log_level.lower(),
-        )
-    )
-    server.run()
-    if failed.is_set():
+    if not serving.run(settings, host=host, port=port, level=level):
         raise WarmstartError(f"the model at {model} could not be served (the log above says why)")
 
 
 @app.command()
 def retrain(
+    *,
     db: Annotated[str, typer.Option("--db", help="the service's database URL")],
     model: Annotated[Path, typer.Option("--model", help="the model the service runs")],
     output: Annotated[Path, typer.Option("--output", help="where to write the new model")],
@@ -662,6 +510,7 @@ def retrain(
 
 @app.command()
 def demo(
+    *,
     data_dir: DataDirOpt = None,
     cache_dir: CacheOpt = None,
     k: KOpt = 8,
@@ -672,26 +521,37 @@ def demo(
     run_demo(out, data_dir=data_dir, cache_dir=cache_dir, k=k)
 
 
+def _show_usage_error(exc: typer.TyperException) -> None:
+    """Click's own rendering (usage line, then the error) where the exception has one."""
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show()
+    else:
+        err.print(f"[red]error:[/red] {exc.format_message()}", highlight=False)
+
+
 def main() -> None:
-    """Console entry point: turn expected errors into one line on stderr and exit code 2."""
+    """Console entry point: expected errors are one line on stderr and a non-zero exit code.
+
+    Only `WarmstartError` (raised on purpose, with a message for the user) and typer's usage
+    errors and exits are caught: anything else is a bug, and its traceback is what to report.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
-    except (WarmstartError, ValueError, KeyError, FileNotFoundError) as exc:
+        code = app(standalone_mode=False)
+    except WarmstartError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise SystemExit(2) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    except typer.TyperException as exc:  # typer's click: UsageError, BadParameter, ...
+        _show_usage_error(exc)
+        raise SystemExit(exc.exit_code) from None
+    if isinstance(code, int) and code:  # typer returns, rather than raises, a command's Exit
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from warmstart.data.dataset import Dataset
-from warmstart.errors import DataError
+from warmstart.errors import ConfigError, DataError, DataNotFoundError
 
 PROTOCOLS: tuple[str, ...] = ("cold-item", "cold-user", "warm", "temporal")
 
@@ -163,7 +163,7 @@ def cold_user_split(
     segments = []
     for n in sorted(set(fewshot)):
         if n < 0:
-            raise ValueError(f"--fewshot values must be >= 0, got {n}")
+            raise ConfigError(f"--fewshot values must be >= 0, got {n}")
         users = np.array([u for u in test_users if len(history[int(u)]) > n], dtype=np.int64)
         if users.size == 0:
             continue
@@ -210,11 +210,14 @@ def read_id_file(path: Path, dataset: Dataset) -> np.ndarray:
     """Internal ids of the item ids listed one per line in `path` (blank lines ignored)."""
     ids: list[str] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                ids.append(line.strip())
-                lines.append(number)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    ids.append(line.strip())
+                    lines.append(number)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{path}: no such file") from None
     if not ids:
         raise DataError("no item ids in the file", path=path)
     internal = dataset.item_ids.lookup(ids)

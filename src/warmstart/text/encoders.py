@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from warmstart.errors import ConfigError
 from warmstart.text.core import (
     MissingDependencyError,
     TextEncoder,
@@ -222,7 +223,7 @@ def get_encoder(name: str) -> TextEncoder:
 
         return OnnxEncoder(name.strip()[len("onnx:") :])
     if key not in _FACTORIES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown encoder {name!r}; choose one of: {', '.join(ENCODER_NAMES)}, or onnx:FOLDER"
         )
     return _FACTORIES[key]()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from warmstart.errors import DataNotFoundError
 from warmstart.text.core import (
     MissingDependencyError,
     encode_nonempty,
@@ -47,7 +48,7 @@ class OnnxEncoder:
         self.directory = Path(directory)
         meta_path = self.directory / META
         if not meta_path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{self.directory} holds no exported encoder (no {META}); "
                 "export one with `warmstart finetune` or warmstart.finetune.export_onnx"
             )

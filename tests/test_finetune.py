@@ -28,7 +28,7 @@ from test_models import (  # noqa: F401
 from warmstart.finetune import FineTuneConfig, TextTower, finetune, load_tower
 from warmstart.finetune import trainer as trainer_module
 from warmstart.finetune.batching import length_batches
-from warmstart.finetune.tower import _length_groups
+from warmstart.finetune.tower import length_groups
 from warmstart.models import Recommender
 from warmstart.text import MiniLMEncoder
 
@@ -101,7 +101,7 @@ def test_cached_lower_layers_give_the_same_embeddings_as_the_whole_tower() -> No
     tower.model.eval()
     # 14 short rows and 2 long ones, shuffled: run in two length groups, returned in order
     idx = np.array([7, 0, 3, 1, 2, 4, 5, 0, 1, 2, 3, 7, 4, 5, 1, 2])
-    assert len(_length_groups(np.sort(states.lengths[idx]))) == 2
+    assert len(length_groups(np.sort(states.lengths[idx]))) == 2
     direct = tower.embed([texts[i] for i in idx]).detach().numpy()
     assert np.allclose(tower.embed_states(states, idx).detach().numpy(), direct, atol=1e-5)
 

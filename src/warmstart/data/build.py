@@ -135,106 +135,38 @@ def from_frames(
     name: str = "custom",
 ) -> Dataset:
     """Validate and index interaction, item and user tables into a Dataset (see the module doc)."""
-    inter = _Table.of(interactions, "interactions")
-    inter.require(user_col, item_col, rating_col, timestamp_col)
-    if min_rating is not None and rating_col is None:
-        raise DataError("min_rating needs rating_col: there are no ratings to compare with")
-    n_raw = len(inter.frame)
-    if n_raw == 0:
-        raise inter.error("no interactions: the table has no rows")
-    item_tab = _Table.of(items, "items") if items is not None else None
-    user_tab = _Table.of(users, "users") if users is not None else None
-    if item_tab is not None:
-        item_tab.require(item_col)
-    if user_tab is not None:
-        user_tab.require(user_col)
-    if item_tab is None and item_text is not None:
-        raise DataError("item_text was given but there is no items table to render it from")
-    if user_tab is None and user_text is not None:
-        raise DataError("user_text was given but there is no users table to render it from")
+    inter = _interactions_table(
+        interactions, user_col, item_col, rating_col, timestamp_col, min_rating
+    )
+    item_tab, user_tab = _side_tables(items, users, item_col, user_col, item_text, user_text)
     item_template = _template(item_tab, item_col, item_text)
     user_template = _template(user_tab, user_col, user_text)
-
     inter_items = _ids(inter, item_col, "item")
     inter_users = _ids(inter, user_col, "user")
-
-    # items: table order (unknown items are an error), else first appearance
-    if item_tab is not None:
-        table_items = _ids(item_tab, item_col, "item")
-        _check_unique(item_tab, table_items, item_col, "item")
-        table_items, inter_items = _align(table_items, inter_items)
-        item_index = pd.Index(table_items)
-        item_codes = item_index.get_indexer(inter_items)
-        unknown = np.flatnonzero(item_codes < 0)
-        if unknown.size:
-            pos = int(unknown[0])
-            more = f"; {unknown.size - 1} more rows name unknown items" if unknown.size > 1 else ""
-            where = f" {item_tab.path}" if item_tab.path else ""
-            raise inter.error(
-                f"item {inter_items[pos]!r} is not in the items table{where}{more}", pos, item_col
-            )
-    else:
-        codes, uniques = pd.factorize(inter_items)
-        item_codes = codes
-        item_index = pd.Index(uniques)
-
-    # users: table order, then users only seen in interactions
-    n_profiles = 0
-    if user_tab is not None:
-        table_users = _ids(user_tab, user_col, "user")
-        _check_unique(user_tab, table_users, user_col, "user")
-        table_users, inter_users = _align(table_users, inter_users)
-        n_profiles = len(table_users)
-        user_codes = pd.Index(table_users).get_indexer(inter_users)
-        new = user_codes < 0
-        if new.any():
-            extra_codes, extra = pd.factorize(inter_users[new])
-            user_codes[new] = extra_codes + n_profiles
-            user_index = pd.Index(table_users).append(pd.Index(extra))
-        else:
-            user_index = pd.Index(table_users)
-    else:
-        codes, uniques = pd.factorize(inter_users)
-        user_codes = codes
-        user_index = pd.Index(uniques)
-
-    weights = _weights(inter, rating_col)
-    timestamps = _timestamps(inter, timestamp_col)
-
-    notes: list[str] = []
-    users_arr = np.asarray(user_codes, dtype=np.int64)
-    items_arr = np.asarray(item_codes, dtype=np.int64)
-    if min_rating is not None:
-        keep = weights >= min_rating
-        dropped = int((~keep).sum())
-        notes.append(f"min_rating={min_rating:g} dropped {dropped} of {n_raw} interactions")
-        users_arr, items_arr, weights = users_arr[keep], items_arr[keep], weights[keep]
-        timestamps = timestamps[keep] if timestamps is not None else None
-
-    users_arr, items_arr, weights, timestamps, merged = _merge_duplicates(
-        users_arr, items_arr, weights, timestamps, len(item_index)
+    item_codes, item_index = _item_index(inter, item_tab, inter_items, item_col)
+    user_codes, user_index, n_profiles = _user_index(user_tab, inter_users, user_col)
+    rows = _rows(
+        inter, user_codes, item_codes, len(item_index), rating_col, timestamp_col, min_rating
     )
-    if merged:
-        notes.append(f"merged {merged} repeated user-item interactions (weights summed)")
 
     n_items, n_users = len(item_index), len(user_index)
     item_texts = _render(item_tab, item_template, n_items)
     user_texts = _render(user_tab, user_template, n_users)
     report = LoadReport(
-        raw_interactions=n_raw,
-        duplicates_merged=merged,
+        raw_interactions=len(inter.frame),
+        duplicates_merged=rows.merged,
         users_without_profile=n_users - n_profiles if user_tab is not None else 0,
         items_without_text=_count_missing(item_texts, n_items),
         users_without_text=_count_missing(user_texts, n_users),
-        notes=tuple(notes),
+        notes=tuple(rows.notes),
     )
     return Dataset(
         user_ids=IdMap(user_index),
         item_ids=IdMap(item_index),
-        users=users_arr.astype(np.int32),
-        items=items_arr.astype(np.int32),
-        weights=weights.astype(np.float32),
-        timestamps=timestamps,
+        users=rows.users.astype(np.int32),
+        items=rows.items.astype(np.int32),
+        weights=rows.weights.astype(np.float32),
+        timestamps=rows.timestamps,
         item_text=item_texts,
         user_text=user_texts,
         item_features=_features(item_tab, item_col, n_items),
@@ -245,6 +177,141 @@ def from_frames(
         name=name,
         report=report,
     )
+
+
+def _interactions_table(
+    frame: pd.DataFrame,
+    user_col: str,
+    item_col: str,
+    rating_col: str | None,
+    timestamp_col: str | None,
+    min_rating: float | None,
+) -> _Table:
+    """The interactions table, refused early if a named column is missing or it has no rows."""
+    inter = _Table.of(frame, "interactions")
+    inter.require(user_col, item_col, rating_col, timestamp_col)
+    if min_rating is not None and rating_col is None:
+        raise DataError("min_rating needs rating_col: there are no ratings to compare with")
+    if len(inter.frame) == 0:
+        raise inter.error("no interactions: the table has no rows")
+    return inter
+
+
+def _side_tables(
+    items: pd.DataFrame | None,
+    users: pd.DataFrame | None,
+    item_col: str,
+    user_col: str,
+    item_text: str | None,
+    user_text: str | None,
+) -> tuple[_Table | None, _Table | None]:
+    """The items and users tables, each with its id column; a text template needs its table."""
+    item_tab = _Table.of(items, "items") if items is not None else None
+    user_tab = _Table.of(users, "users") if users is not None else None
+    if item_tab is not None:
+        item_tab.require(item_col)
+    if user_tab is not None:
+        user_tab.require(user_col)
+    if item_tab is None and item_text is not None:
+        raise DataError("item_text was given but there is no items table to render it from")
+    if user_tab is None and user_text is not None:
+        raise DataError("user_text was given but there is no users table to render it from")
+    return item_tab, user_tab
+
+
+def _item_index(
+    inter: _Table, item_tab: _Table | None, inter_items: np.ndarray, item_col: str
+) -> tuple[np.ndarray, pd.Index]:
+    """Internal item id per interaction, and the external id per internal one.
+
+    Items-table order when there is one (an interaction naming an item not in it is an error),
+    else first appearance in the interactions.
+    """
+    if item_tab is None:
+        codes, uniques = pd.factorize(inter_items)
+        return codes, pd.Index(uniques)
+    table_items = _ids(item_tab, item_col, "item")
+    _check_unique(item_tab, table_items, item_col, "item")
+    table_items, inter_items = _align(table_items, inter_items)
+    item_index = pd.Index(table_items)
+    item_codes = item_index.get_indexer(inter_items)
+    unknown = np.flatnonzero(item_codes < 0)
+    if unknown.size:
+        pos = int(unknown[0])
+        more = f"; {unknown.size - 1} more rows name unknown items" if unknown.size > 1 else ""
+        where = f" {item_tab.path}" if item_tab.path else ""
+        raise inter.error(
+            f"item {inter_items[pos]!r} is not in the items table{where}{more}", pos, item_col
+        )
+    return item_codes, item_index
+
+
+def _user_index(
+    user_tab: _Table | None, inter_users: np.ndarray, user_col: str
+) -> tuple[np.ndarray, pd.Index, int]:
+    """Internal user id per interaction, the external id per internal one, and how many users
+    have a profile row.
+
+    Users-table order, then users seen only in interactions (valid, just without a profile) in
+    first-appearance order.
+    """
+    if user_tab is None:
+        codes, uniques = pd.factorize(inter_users)
+        return codes, pd.Index(uniques), 0
+    table_users = _ids(user_tab, user_col, "user")
+    _check_unique(user_tab, table_users, user_col, "user")
+    table_users, inter_users = _align(table_users, inter_users)
+    n_profiles = len(table_users)
+    user_codes = pd.Index(table_users).get_indexer(inter_users)
+    new = user_codes < 0
+    if not new.any():
+        return user_codes, pd.Index(table_users), n_profiles
+    extra_codes, extra = pd.factorize(inter_users[new])
+    user_codes[new] = extra_codes + n_profiles
+    return user_codes, pd.Index(table_users).append(pd.Index(extra)), n_profiles
+
+
+@dataclass
+class _Rows:
+    """The interactions as internal ids, after `min_rating` and merging repeated pairs."""
+
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    timestamps: np.ndarray | None
+    merged: int  # repeated user-item interactions folded into one
+    notes: list[str]  # what was dropped or merged, for the load report
+
+
+def _rows(
+    inter: _Table,
+    user_codes: np.ndarray,
+    item_codes: np.ndarray,
+    n_items: int,
+    rating_col: str | None,
+    timestamp_col: str | None,
+    min_rating: float | None,
+) -> _Rows:
+    """Weights and timestamps per interaction; rows below `min_rating` dropped, repeats merged."""
+    weights = _weights(inter, rating_col)
+    timestamps = _timestamps(inter, timestamp_col)
+    notes: list[str] = []
+    users = np.asarray(user_codes, dtype=np.int64)
+    items = np.asarray(item_codes, dtype=np.int64)
+    if min_rating is not None:
+        keep = weights >= min_rating
+        dropped = int((~keep).sum())
+        notes.append(
+            f"min_rating={min_rating:g} dropped {dropped} of {len(inter.frame)} interactions"
+        )
+        users, items, weights = users[keep], items[keep], weights[keep]
+        timestamps = timestamps[keep] if timestamps is not None else None
+    users, items, weights, timestamps, merged = _merge_duplicates(
+        users, items, weights, timestamps, n_items
+    )
+    if merged:
+        notes.append(f"merged {merged} repeated user-item interactions (weights summed)")
+    return _Rows(users, items, weights, timestamps, merged, notes)
 
 
 def _template(table: _Table | None, id_col: str, given: str | None) -> TextTemplate | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from warmstart._io import write_json
+from warmstart.errors import ConfigError, ModelFormatError
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.text.core import (
     MissingDependencyError,
@@ -81,7 +82,7 @@ class TextTower:
         n = len(base.encoder.layer)
         trained = n if config.method == "full" or config.layers is None else config.layers
         if trained > n:
-            raise ValueError(f"layers={config.layers}, but the encoder has {n} layers")
+            raise ConfigError(f"layers={config.layers}, but the encoder has {n} layers")
         # layers below this index never train (nor, but for `full`, does the embedding layer)
         self.frozen_layers = 0 if config.method == "full" else n - trained
         self.bert = base  # peft puts its adapters into these very modules
@@ -226,7 +227,7 @@ class TextTower:
         lengths = states.lengths[idx]
         order = np.argsort(lengths, kind="stable")
         parts = []
-        for group in _length_groups(lengths[order]):
+        for group in length_groups(lengths[order]):
             rows = idx[order[group]]
             width = int(lengths[order[group]].max())
             hidden = torch.zeros((len(rows), width, self.dim))
@@ -304,14 +305,14 @@ class TextTower:
         wanted = {n for n, p in params.items() if p.requires_grad}
         if set(arrays) != wanted:
             missing, extra = sorted(wanted - set(arrays)), sorted(set(arrays) - wanted)
-            raise ValueError(
+            raise ModelFormatError(
                 "saved fine-tuned weights do not fit this tower (was it trained with another "
                 f"method or LoRA setting?): missing {missing[:3]}, unexpected {extra[:3]}"
             )
         with torch.no_grad():
             for name, value in arrays.items():
                 if params[name].shape != value.shape:
-                    raise ValueError(
+                    raise ModelFormatError(
                         f"saved tensor {name} has shape {value.shape}, the tower needs "
                         f"{tuple(params[name].shape)}"
                     )
@@ -375,7 +376,7 @@ class FineTunedEncoder:
         return f"FineTunedEncoder(name={self.name!r})"
 
 
-def _length_groups(sorted_lengths: np.ndarray, min_size: int = 8) -> list[slice]:
+def length_groups(sorted_lengths: np.ndarray, min_size: int = 8) -> list[slice]:
     """Cut ascending lengths where a text is over twice the group's shortest (groups of at
     least `min_size`, so that a step still runs a few large products, not many small ones)."""
     groups, start = [], 0

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
+from warmstart.errors import ConfigError, DataError, DataNotFoundError
 from warmstart.finetune.batching import length_batches, linear_schedule, random_batches
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.finetune.tower import TextTower
@@ -88,7 +89,7 @@ def _prepare(dataset: Dataset, cfg: FineTuneConfig) -> _Data:
     valid.eliminate_zeros()
     items = np.flatnonzero(np.bincount(train.indices, minlength=seen.shape[1]) > 0)
     if len(items) < 2:
-        raise ValueError("fine-tuning needs at least two items with interactions")
+        raise DataError("fine-tuning needs at least two items with interactions")
     return _Data(
         item_texts=dataset.item_texts(),
         user_texts=[t or "" for t in dataset.user_texts()],
@@ -475,6 +476,53 @@ def _load_module_state(modules: list[Any], arrays: dict[str, np.ndarray]) -> Non
 
 
 # ---- the loop ---------------------------------------------------------------------------
+@dataclass
+class _Optimisation:
+    """What updates the weights, and how many steps the whole run takes."""
+
+    params: list[torch.nn.Parameter]  # the tower's trainable weights and the objective's heads
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    max_grad_norm: float
+    steps_per_epoch: int
+    total: int  # steps of all epochs, capped by `max_steps`
+
+    def apply(self, loss: torch.Tensor) -> None:
+        """One clipped gradient step, and the schedule's next rate."""
+        import torch
+
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+@dataclass
+class _Progress:
+    """Where the run stands after an epoch: what a checkpoint holds and a resume restores."""
+
+    epoch: int = 0  # the last finished epoch; 0: none yet
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, np.ndarray] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_recall: float = float("nan")
+    stale: int = 0  # epochs since the best one
+
+
+@dataclass
+class _Encoding:
+    """The texts as the loop runs them: items with gradients in a step, everything without
+    gradients in a refresh."""
+
+    embed: Embed
+    encode_items: Callable[[], np.ndarray]  # the `needed` items, in that order
+    encode_users: Callable[[], np.ndarray]
+    needed: np.ndarray  # items with training or validation interactions
+    lengths: np.ndarray  # token length per catalogue item; 0 where not needed
+
+
 def finetune(
     dataset: Dataset,
     config: FineTuneConfig | None = None,
@@ -485,189 +533,47 @@ def finetune(
     say: Callable[[str], None] = log.info,
 ) -> FineTuneResult:
     """Fine-tune the encoder on `dataset`'s interactions; checkpoint to `output` if given."""
-    import torch
-    from tqdm.auto import tqdm
-
     cfg = config or FineTuneConfig()
     start = time.perf_counter()
     out = Path(output) if output is not None else None
     data = _prepare(dataset, cfg)
     tower = TextTower(cfg)
     objective = _objective(data, cfg, tower.dim)
-    params = tower.trainable_parameters() + [p for m in objective.extra for p in m.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(data.items) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(total, max(1, round(cfg.warmup_fraction * total)))
-    )
-    history: list[dict[str, float]] = []
-    first_epoch, step = 1, 0
-    best_state: dict[str, np.ndarray] = {}
-    best_epoch, best_recall, stale = 0, float("nan"), 0
-
-    ckpt = out / CHECKPOINT if out is not None else None
-    if resume:
-        if ckpt is None or not (ckpt / "trainer.json").is_file():
-            raise FileNotFoundError(
-                f"nothing to resume: no checkpoint in {out} (run without --resume to start)"
-            )
-        meta = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
-        if meta["config"] != cfg.model_dump(mode="json"):
-            raise ValueError(
-                f"{ckpt} was written with other fine-tuning settings; resume with the same "
-                "settings, or start again in a new output folder"
-            )
-        weights = read_npz(ckpt / "weights.npz")
-        tower.load_trainable_state({k: v for k, v in weights.items() if not k.startswith("extra")})
-        _load_module_state(objective.extra, weights)
-        _load_optimizer(optimizer, read_npz(ckpt / "optimizer.npz"), meta["param_groups"])
-        scheduler.load_state_dict(meta["scheduler"])
-        best_state = read_npz(ckpt / "best.npz")
-        history, step = meta["history"], int(meta["step"])
-        first_epoch, best_epoch = int(meta["epoch"]) + 1, int(meta["best_epoch"])
-        best_recall, stale = float(meta["best_recall"]), int(meta["stale"])
-        say(f"resuming after epoch {meta['epoch']} (step {step})")
-
+    opt = _optimisation(cfg, tower, objective, len(data.items))
+    state = _resume(out, cfg, tower, objective, opt, say) if resume else _Progress()
     mlm_losses: list[float] = []
     if cfg.mlm_epochs and not resume:  # a checkpoint already holds the adapted weights
-        from warmstart.finetune.domain import adapt_to_domain
-
-        mlm_losses = adapt_to_domain(
-            tower, [data.item_texts[i] for i in data.items], progress=progress, say=say
-        )
-
-    # Only items with interactions (training or validation) take part: cold items in the
-    # catalogue are never trained on nor ranked here, so they are not encoded either.
-    needed = np.union1d(data.items, data.valid_items)
-    local = np.full(len(data.item_texts), -1, dtype=np.int64)
-    local[needed] = np.arange(len(needed))
-    texts = [data.item_texts[i] for i in needed]
-    user_texted = any(has_text(t) for t in data.user_texts)
-    # The frozen lower layers run once per text, here; steps and refreshes run only the rest.
-    if tower.cacheable:
-        states = tower.lower_states(texts, show_progress=progress)
-        user_states = (
-            tower.lower_states(data.user_texts, show_progress=False) if user_texted else None
-        )
-        lengths = np.zeros(len(local), dtype=np.int64)
-        lengths[needed] = states.lengths
-
-        def embed(idx: np.ndarray) -> torch.Tensor:
-            return tower.embed_states(states, local[idx])
-
-        def encode_items() -> np.ndarray:
-            return tower.encode_states(states, show_progress=progress)
-
-        def encode_users() -> np.ndarray:
-            if user_states is None:
-                return np.zeros((len(data.user_texts), tower.dim), dtype=np.float32)
-            return tower.encode_states(user_states, show_progress=False)
-
-    else:
-        lengths = np.zeros(len(local), dtype=np.int64)
-        lengths[needed] = tower.token_lengths(texts)
-
-        def embed(idx: np.ndarray) -> torch.Tensor:
-            return tower.embed([data.item_texts[i] for i in idx])
-
-        def encode_items() -> np.ndarray:
-            return tower.encode(texts, show_progress=progress)
-
-        def encode_users() -> np.ndarray:
-            return tower.encode(data.user_texts, show_progress=False)
-
-    def refresh() -> dict[str, float]:
-        item_emb = np.zeros((len(local), tower.dim), dtype=np.float32)
-        item_emb[needed] = encode_items()
-        user_emb = encode_users()
-        objective.refresh(item_emb, user_emb)
-        scores = objective.validation_scores(item_emb, user_emb)
-        recall = validation_recall(data, scores, cfg.validation_k)
-        return {"recall": recall, **objective.validate(item_emb, user_emb)}
-
-    def describe(figures: dict[str, float]) -> str:
-        extra = "".join(f", {k} {v:.4f}" for k, v in figures.items() if k != "recall")
-        return f"validation recall@{cfg.validation_k} {figures['recall']:.4f}{extra}"
-
-    figures = refresh()
+        mlm_losses = _adapt_to_domain(tower, data, progress, say)
+    encoding = _encoding(tower, data, progress)
+    figures = _refresh(data, cfg, tower, objective, encoding)
     if not resume:
-        best_state, best_recall = tower.trainable_state(), figures["recall"]
-        history.append({"epoch": 0, "step": 0, "loss": float("nan"), **figures})
-        say(f"untrained encoder: {describe(figures)}")
+        state.best_state, state.best_recall = tower.trainable_state(), figures["recall"]
+        state.history.append({"epoch": 0, "step": 0, "loss": float("nan"), **figures})
+        say(f"untrained encoder: {_describe(figures, cfg.validation_k)}")
 
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if step >= total or stale > cfg.patience:  # done, or stopped early before a resume
-            break
-        rng = np.random.default_rng([cfg.seed, epoch])
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        order = rng.permutation(data.items)
-        if objective.in_batch:
-            batches = random_batches(order, cfg.batch_size)
-        else:
-            batches = length_batches(order, lengths, cfg.batch_size, rng)
-        tower.model.train()
-        losses = []
-        bar = tqdm(
-            total=min(steps_per_epoch, total - step),
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not progress,
-            unit="step",
-        )
-        with bar:
-            for batch in batches:
-                if step >= total:
-                    break
-                loss = objective.loss(embed, batch, rng)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        figures = refresh()
-        recall = figures["recall"]
-        history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses)), **figures})
-        improved = math.isnan(best_recall) or (not math.isnan(recall) and recall > best_recall)
-        if improved:
-            best_state, best_recall, best_epoch, stale = tower.trainable_state(), recall, epoch, 0
-        else:
-            stale += 1
+    ckpt = out / CHECKPOINT if out is not None else None
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if state.step >= opt.total or state.stale > cfg.patience:
+            break  # done, or stopped early before a resume
+        losses = _train_epoch(epoch, cfg, tower, objective, opt, encoding, state.step, progress)
+        figures = _refresh(data, cfg, tower, objective, encoding)
+        improved = _record_epoch(state, tower, epoch, losses, figures)
         if ckpt is not None:
-            _write_checkpoint(
-                ckpt,
-                cfg,
-                tower,
-                objective,
-                optimizer,
-                scheduler,
-                best_state,
-                history,
-                epoch=epoch,
-                step=step,
-                best_epoch=best_epoch,
-                best_recall=best_recall,
-                stale=stale,
-            )
+            _write_checkpoint(ckpt, cfg, tower, objective, opt, state)
         say(
-            f"epoch {epoch}: loss {np.mean(losses):.4f}, {describe(figures)}"
+            f"epoch {epoch}: loss {np.mean(losses):.4f}, {_describe(figures, cfg.validation_k)}"
             f"{' (best)' if improved else ''}"
         )
-        if stale > cfg.patience:
-            say(f"stopping early: no better validation recall for {stale} epochs")
+        if state.stale > cfg.patience:
+            say(f"stopping early: no better validation recall for {state.stale} epochs")
             break
 
-    tower.load_trainable_state(best_state)
+    tower.load_trainable_state(state.best_state)
     result = FineTuneResult(
         tower=tower,
-        history=history,
-        best_epoch=best_epoch,
-        best_recall=best_recall,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_recall=state.best_recall,
         seconds=time.perf_counter() - start,
         mlm_losses=mlm_losses,
     )
@@ -676,40 +582,253 @@ def finetune(
     return result
 
 
+def _optimisation(
+    cfg: FineTuneConfig, tower: TextTower, objective: _Objective, n_items: int
+) -> _Optimisation:
+    """AdamW over the trainable weights, warming up then decaying linearly over the run."""
+    import torch
+
+    params = tower.trainable_parameters() + [p for m in objective.extra for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(n_items / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_schedule(total, max(1, round(cfg.warmup_fraction * total)))
+    )
+    return _Optimisation(params, optimizer, scheduler, cfg.max_grad_norm, steps_per_epoch, total)
+
+
+def _resume(
+    out: Path | None,
+    cfg: FineTuneConfig,
+    tower: TextTower,
+    objective: _Objective,
+    opt: _Optimisation,
+    say: Callable[[str], None],
+) -> _Progress:
+    """Restore the checkpoint's weights, optimiser and schedule; return where the run stood.
+
+    Only a checkpoint of the same settings resumes: another one would go on a different run.
+    """
+    ckpt = out / CHECKPOINT if out is not None else None
+    if ckpt is None or not (ckpt / "trainer.json").is_file():
+        raise DataNotFoundError(
+            f"nothing to resume: no checkpoint in {out} (run without --resume to start)"
+        )
+    meta = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
+    if meta["config"] != cfg.model_dump(mode="json"):
+        raise ConfigError(
+            f"{ckpt} was written with other fine-tuning settings; resume with the same "
+            "settings, or start again in a new output folder"
+        )
+    weights = read_npz(ckpt / "weights.npz")
+    tower.load_trainable_state({k: v for k, v in weights.items() if not k.startswith("extra")})
+    _load_module_state(objective.extra, weights)
+    _load_optimizer(opt.optimizer, read_npz(ckpt / "optimizer.npz"), meta["param_groups"])
+    opt.scheduler.load_state_dict(meta["scheduler"])
+    state = _Progress(
+        epoch=int(meta["epoch"]),
+        step=int(meta["step"]),
+        history=meta["history"],
+        best_state=read_npz(ckpt / "best.npz"),
+        best_epoch=int(meta["best_epoch"]),
+        best_recall=float(meta["best_recall"]),
+        stale=int(meta["stale"]),
+    )
+    say(f"resuming after epoch {meta['epoch']} (step {state.step})")
+    return state
+
+
+def _adapt_to_domain(
+    tower: TextTower, data: _Data, progress: bool, say: Callable[[str], None]
+) -> list[float]:
+    """Masked-language-model passes over the training items' texts; the loss of each pass."""
+    from warmstart.finetune.domain import adapt_to_domain
+
+    return adapt_to_domain(
+        tower, [data.item_texts[i] for i in data.items], progress=progress, say=say
+    )
+
+
+def _encoding(tower: TextTower, data: _Data, progress: bool) -> _Encoding:
+    """How the loop runs the texts. Only items with interactions (training or validation) take
+    part: cold items in the catalogue are never trained on nor ranked here, so they are not
+    encoded either."""
+    needed = np.union1d(data.items, data.valid_items)
+    texts = [data.item_texts[i] for i in needed]
+    if tower.cacheable:
+        return _cached_encoding(tower, data, needed, texts, progress)
+    return _direct_encoding(tower, data, needed, texts, progress)
+
+
+def _cached_encoding(
+    tower: TextTower, data: _Data, needed: np.ndarray, texts: list[str], progress: bool
+) -> _Encoding:
+    """The frozen lower layers run once per text, here; steps and refreshes run only the rest."""
+    local = np.full(len(data.item_texts), -1, dtype=np.int64)
+    local[needed] = np.arange(len(needed))
+    user_texted = any(has_text(t) for t in data.user_texts)
+    states = tower.lower_states(texts, show_progress=progress)
+    user_states = tower.lower_states(data.user_texts, show_progress=False) if user_texted else None
+    lengths = np.zeros(len(data.item_texts), dtype=np.int64)
+    lengths[needed] = states.lengths
+
+    def embed(idx: np.ndarray) -> torch.Tensor:
+        return tower.embed_states(states, local[idx])
+
+    def encode_items() -> np.ndarray:
+        return tower.encode_states(states, show_progress=progress)
+
+    def encode_users() -> np.ndarray:
+        if user_states is None:
+            return np.zeros((len(data.user_texts), tower.dim), dtype=np.float32)
+        return tower.encode_states(user_states, show_progress=False)
+
+    return _Encoding(embed, encode_items, encode_users, needed, lengths)
+
+
+def _direct_encoding(
+    tower: TextTower, data: _Data, needed: np.ndarray, texts: list[str], progress: bool
+) -> _Encoding:
+    """Every text through the whole tower, each time (method 'full' trains every layer)."""
+    lengths = np.zeros(len(data.item_texts), dtype=np.int64)
+    lengths[needed] = tower.token_lengths(texts)
+
+    def embed(idx: np.ndarray) -> torch.Tensor:
+        return tower.embed([data.item_texts[i] for i in idx])
+
+    def encode_items() -> np.ndarray:
+        return tower.encode(texts, show_progress=progress)
+
+    def encode_users() -> np.ndarray:
+        return tower.encode(data.user_texts, show_progress=False)
+
+    return _Encoding(embed, encode_items, encode_users, needed, lengths)
+
+
+def _refresh(
+    data: _Data, cfg: FineTuneConfig, tower: TextTower, objective: _Objective, encoding: _Encoding
+) -> dict[str, float]:
+    """Encode without gradients: the objective's new memory bank, and the validation figures
+    of the weights as they stand."""
+    item_emb = np.zeros((len(data.item_texts), tower.dim), dtype=np.float32)
+    item_emb[encoding.needed] = encoding.encode_items()
+    user_emb = encoding.encode_users()
+    objective.refresh(item_emb, user_emb)
+    scores = objective.validation_scores(item_emb, user_emb)
+    recall = validation_recall(data, scores, cfg.validation_k)
+    return {"recall": recall, **objective.validate(item_emb, user_emb)}
+
+
+def _describe(figures: dict[str, float], k: int) -> str:
+    """The validation figures as one phrase for the log."""
+    extra = "".join(f", {name} {v:.4f}" for name, v in figures.items() if name != "recall")
+    return f"validation recall@{k} {figures['recall']:.4f}{extra}"
+
+
+def _epoch_batches(
+    epoch: int, cfg: FineTuneConfig, objective: _Objective, items: np.ndarray, lengths: np.ndarray
+) -> tuple[list[np.ndarray], np.random.Generator]:
+    """The epoch's batches and the random stream its steps go on drawing from.
+
+    Seeded by epoch, not carried over, so a resumed run draws what the whole run would have.
+    """
+    import torch
+
+    rng = np.random.default_rng([cfg.seed, epoch])
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    order = rng.permutation(items)
+    if objective.in_batch:
+        return random_batches(order, cfg.batch_size), rng
+    return length_batches(order, lengths, cfg.batch_size, rng), rng
+
+
+def _train_epoch(
+    epoch: int,
+    cfg: FineTuneConfig,
+    tower: TextTower,
+    objective: _Objective,
+    opt: _Optimisation,
+    encoding: _Encoding,
+    step: int,
+    progress: bool,
+) -> list[float]:
+    """One pass over the training items, up to the run's last step; the loss of each step."""
+    from tqdm.auto import tqdm
+
+    batches, rng = _epoch_batches(epoch, cfg, objective, objective.data.items, encoding.lengths)
+    tower.model.train()
+    losses: list[float] = []
+    bar = tqdm(
+        total=min(opt.steps_per_epoch, opt.total - step),
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        disable=not progress,
+        unit="step",
+    )
+    with bar:
+        for batch in batches[: opt.total - step]:
+            loss = objective.loss(encoding.embed, batch, rng)
+            opt.apply(loss)
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses
+
+
+def _record_epoch(
+    state: _Progress,
+    tower: TextTower,
+    epoch: int,
+    losses: list[float],
+    figures: dict[str, float],
+) -> bool:
+    """Add the finished epoch to the history, keeping its weights if validation recall rose.
+
+    Without validation items (recall NaN) every epoch counts as better: the last one is kept.
+    """
+    recall = figures["recall"]
+    state.epoch, state.step = epoch, state.step + len(losses)
+    state.history.append(
+        {"epoch": epoch, "step": state.step, "loss": float(np.mean(losses)), **figures}
+    )
+    best = state.best_recall
+    improved = math.isnan(best) or (not math.isnan(recall) and recall > best)
+    if improved:
+        state.best_state, state.best_recall = tower.trainable_state(), recall
+        state.best_epoch, state.stale = epoch, 0
+    else:
+        state.stale += 1
+    return improved
+
+
 def _write_checkpoint(
     ckpt: Path,
     cfg: FineTuneConfig,
     tower: TextTower,
     objective: _Objective,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    best_state: dict[str, np.ndarray],
-    history: list[dict[str, float]],
-    *,
-    epoch: int,
-    step: int,
-    best_epoch: int,
-    best_recall: float,
-    stale: int,
+    opt: _Optimisation,
+    state: _Progress,
 ) -> None:
     """One epoch's whole state, written to a temporary folder and swapped in."""
     with staged_dir(ckpt) as tmp:
         write_npz(tmp / "weights.npz", **tower.trainable_state(), **_module_state(objective.extra))
-        arrays, groups = _optimizer_arrays(optimizer)
+        arrays, groups = _optimizer_arrays(opt.optimizer)
         write_npz(tmp / "optimizer.npz", **arrays)
-        write_npz(tmp / "best.npz", **best_state)
+        write_npz(tmp / "best.npz", **state.best_state)
         write_json(
             tmp / "trainer.json",
             {
                 "config": cfg.model_dump(mode="json"),
-                "epoch": epoch,
-                "step": step,
-                "best_epoch": best_epoch,
-                "best_recall": best_recall,
-                "stale": stale,
-                "history": history,
+                "epoch": state.epoch,
+                "step": state.step,
+                "best_epoch": state.best_epoch,
+                "best_recall": state.best_recall,
+                "stale": state.stale,
+                "history": state.history,
                 "param_groups": groups,
-                "scheduler": scheduler.state_dict(),
+                "scheduler": opt.scheduler.state_dict(),
             },
         )
 
@@ -742,7 +861,7 @@ def load_tower(directory: str | Path) -> TextTower:
     directory = Path(directory)
     meta_path = directory / "encoder.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory} holds no fine-tuned encoder (no encoder.json)")
+        raise DataNotFoundError(f"{directory} holds no fine-tuned encoder (no encoder.json)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     tower = TextTower(FineTuneConfig(**meta["config"]))
     tower.load_trainable_state(read_npz(directory / "encoder.npz"))

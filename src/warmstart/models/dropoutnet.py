@@ -157,7 +157,6 @@ class DropoutNetRecommender(TextAware, Recommender):
         warm_items: np.ndarray,
     ) -> list[float]:
         """The DropoutNet loop: per block of users draw top + random targets, then gradient steps."""
-        import torch
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -168,44 +167,19 @@ class DropoutNetRecommender(TextAware, Recommender):
         items = np.flatnonzero(warm_items)
         if users.size == 0 or items.size == 0:
             return []
-        # the user transform: mean preference input of the user's items
-        binary = seen.copy()
-        binary.data[:] = 1.0
-        counts = np.maximum(np.diff(seen.indptr), 1).astype(np.float32)[:, None]
-        u_mean = np.asarray(binary @ self.item_pref, dtype=np.float32) / counts
-        u_content = self._user_content(None)
-        n_top = min(cfg.n_top, items.size)
-        params = list(net.parameters())
-        opt: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=cfg.lr)
-            if cfg.optimizer == "adam"
-            else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        run = _TrainingRun(
+            net,
+            cfg,
+            rng,
+            u=u,
+            v=v,
+            items=items,
+            user_pref=u_in,
+            user_mean=_mean_item_inputs(seen, self.item_pref),
+            user_content=self._user_content(None),
+            item_pref=self.item_pref,
+            item_content=self.item_embeddings,
         )
-
-        def step(
-            bu: np.ndarray, bi: np.ndarray, target: np.ndarray, block: bool
-        ) -> tuple[float, int]:
-            """One update on users `bu` x items `bi` (all pairs if `block`, else row-aligned)."""
-            user_pref, item_pref = u_in[bu].copy(), self.item_pref[bi].copy()
-            item_pref[_dropped(len(bi), cfg.dropout, rng)] = 0.0
-            drop = _dropped(len(bu), cfg.dropout, rng)
-            transform = rng.random(len(drop)) < cfg.user_transform
-            user_pref[drop[~transform]] = 0.0
-            user_pref[drop[transform]] = u_mean[bu[drop[transform]]]
-            fu = _forward(net["user"], user_pref, None if u_content is None else u_content[bu])
-            fv = _forward(net["item"], item_pref, self.item_embeddings[bi])
-            pred = fu @ fv.T if block else (fu * fv).sum(dim=1)
-            loss = torch.mean((pred - torch.from_numpy(target)) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise FloatingPointError(
-                    "DropoutNet training diverged (loss is not finite); lower lr"
-                )
-            return value * target.size, target.size
-
         history: list[float] = []
         net.train()
         bar = tqdm(
@@ -216,32 +190,7 @@ class DropoutNetRecommender(TextAware, Recommender):
             leave=False,
         )
         for _ in bar:
-            total, n_seen = 0.0, 0
-            order = rng.permutation(users)
-            if cfg.batching == "block":
-                for start in range(0, len(order), cfg.batch_size):
-                    bu = order[start : start + cfg.batch_size]
-                    if len(bu) < 2:  # batch norm needs two rows
-                        continue
-                    scores, local = _targets(bu, u, v, items, n_top, cfg.n_random, rng)
-                    cols = np.unique(local)
-                    t, n = step(bu, items[cols], np.ascontiguousarray(scores[:, cols]), True)
-                    total, n_seen = total + t, n_seen + n
-            else:
-                for start in range(0, len(order), _USER_BATCH):
-                    block = order[start : start + _USER_BATCH]
-                    scores, local = _targets(block, u, v, items, n_top, cfg.n_random, rng)
-                    pu = np.repeat(block, local.shape[1])
-                    pi = items[local.ravel()]
-                    target = np.take_along_axis(scores, local, axis=1).ravel()
-                    perm = rng.permutation(len(target))
-                    for b in range(0, len(perm), cfg.batch_size):
-                        idx = perm[b : b + cfg.batch_size]
-                        if len(idx) < 2:
-                            continue
-                        t, n = step(pu[idx], pi[idx], target[idx], False)
-                        total, n_seen = total + t, n_seen + n
-            history.append(total / max(n_seen, 1))
+            history.append(run.epoch(rng.permutation(users)))
             bar.set_postfix(loss=f"{history[-1]:.4g}")
         net.eval()
         log.info("DropoutNet training loss per epoch: %s", history)
@@ -441,6 +390,134 @@ def _targets(
     if n_random:
         cols.append(rng.integers(0, len(items), size=(len(block), n_random)))
     return scores, np.hstack(cols)
+
+
+class _TrainingRun:
+    """What one fit's training steps share: the towers and their optimiser, every tower input,
+    the pretrained factors whose scores are the targets, and the random stream.
+
+    Every draw (shuffles, targets, dropout) comes from the one `rng` in loop order, so a fixed
+    seed gives identical models.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.ModuleDict,
+        cfg: DropoutNetConfig,
+        rng: np.random.Generator,
+        *,
+        u: np.ndarray,
+        v: np.ndarray,
+        items: np.ndarray,
+        user_pref: np.ndarray,
+        user_mean: np.ndarray,
+        user_content: np.ndarray | None,
+        item_pref: np.ndarray,
+        item_content: np.ndarray,
+    ) -> None:
+        self.net, self.cfg, self.rng = net, cfg, rng
+        self.u, self.v, self.items = u, v, items  # items: the warm ones, the only targets
+        self.n_top = min(cfg.n_top, items.size)
+        self.user_pref, self.user_mean, self.user_content = user_pref, user_mean, user_content
+        self.item_pref, self.item_content = item_pref, item_content
+        self.opt = _optimizer(list(net.parameters()), cfg)
+
+    def epoch(self, order: np.ndarray) -> float:
+        """One pass over the users in `order`; the mean squared error per target."""
+        if self.cfg.batching == "block":
+            total, n_seen = self._block_epoch(order)
+        else:
+            total, n_seen = self._pairs_epoch(order)
+        return total / max(n_seen, 1)
+
+    def _block_epoch(self, order: np.ndarray) -> tuple[float, int]:
+        """`batch_size` users per step, fitted on all pairs with the union of their targets."""
+        total, n_seen = 0.0, 0
+        for start in range(0, len(order), self.cfg.batch_size):
+            bu = order[start : start + self.cfg.batch_size]
+            if len(bu) < 2:  # batch norm needs two rows
+                continue
+            scores, local = self._targets(bu)
+            cols = np.unique(local)
+            t, n = self._step(bu, self.items[cols], np.ascontiguousarray(scores[:, cols]), True)
+            total, n_seen = total + t, n_seen + n
+        return total, n_seen
+
+    def _pairs_epoch(self, order: np.ndarray) -> tuple[float, int]:
+        """The reference loop: each block's sampled pairs, shuffled into mini-batches of pairs."""
+        total, n_seen = 0.0, 0
+        for start in range(0, len(order), _USER_BATCH):
+            block = order[start : start + _USER_BATCH]
+            scores, local = self._targets(block)
+            pu = np.repeat(block, local.shape[1])
+            pi = self.items[local.ravel()]
+            target = np.take_along_axis(scores, local, axis=1).ravel()
+            perm = self.rng.permutation(len(target))
+            for b in range(0, len(perm), self.cfg.batch_size):
+                idx = perm[b : b + self.cfg.batch_size]
+                if len(idx) < 2:
+                    continue
+                t, n = self._step(pu[idx], pi[idx], target[idx], False)
+                total, n_seen = total + t, n_seen + n
+        return total, n_seen
+
+    def _targets(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_targets` with this run's factors, counts and random stream."""
+        return _targets(block, self.u, self.v, self.items, self.n_top, self.cfg.n_random, self.rng)
+
+    def _step(
+        self, bu: np.ndarray, bi: np.ndarray, target: np.ndarray, block: bool
+    ) -> tuple[float, int]:
+        """One update on users `bu` x items `bi` (all pairs if `block`, else row-aligned): the
+        summed squared error and the number of targets it was taken over."""
+        import torch
+
+        user_pref, item_pref = self._dropped_inputs(bu, bi)
+        content = None if self.user_content is None else self.user_content[bu]
+        fu = _forward(self.net["user"], user_pref, content)
+        fv = _forward(self.net["item"], item_pref, self.item_content[bi])
+        pred = fu @ fv.T if block else (fu * fv).sum(dim=1)
+        loss = torch.mean((pred - torch.from_numpy(target)) ** 2)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise FloatingPointError("DropoutNet training diverged (loss is not finite); lower lr")
+        return value * target.size, target.size
+
+    def _dropped_inputs(self, bu: np.ndarray, bi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step's preference inputs after dropout, so the towers learn to serve cold entities.
+
+        A `dropout` share of the items get 0 (cold items). Of the users, a `dropout` share is
+        dropped: a `user_transform` share of those get the mean input of their items (as a
+        visitor naming items is served), the rest 0.
+        """
+        cfg, rng = self.cfg, self.rng
+        user_pref, item_pref = self.user_pref[bu].copy(), self.item_pref[bi].copy()
+        item_pref[_dropped(len(bi), cfg.dropout, rng)] = 0.0
+        drop = _dropped(len(bu), cfg.dropout, rng)
+        transform = rng.random(len(drop)) < cfg.user_transform
+        user_pref[drop[~transform]] = 0.0
+        user_pref[drop[transform]] = self.user_mean[bu[drop[transform]]]
+        return user_pref, item_pref
+
+
+def _mean_item_inputs(seen: sp.csr_matrix, item_pref: np.ndarray) -> np.ndarray:
+    """Per user, the mean preference input of their items: the paper's user transform."""
+    binary = seen.copy()
+    binary.data[:] = 1.0
+    counts = np.maximum(np.diff(seen.indptr), 1).astype(np.float32)[:, None]
+    return np.asarray(binary @ item_pref, dtype=np.float32) / counts
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: DropoutNetConfig) -> torch.optim.Optimizer:
+    """Adam by default; the paper's SGD with momentum on request."""
+    import torch
+
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def _dropped(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:

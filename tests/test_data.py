@@ -20,6 +20,7 @@ from warmstart.data import (
     read_table,
 )
 from warmstart.data.readers import row_lines
+from warmstart.data.templates import render_attributes, title_of
 from warmstart.errors import DataError, DataNotFoundError
 
 # ---------------------------------------------------------------- templates
@@ -510,3 +511,17 @@ def test_extended_id_map_answers_like_one_built_whole(ids: list[Any]) -> None:
     assert grown.to_list() == whole.to_list()
     if isinstance(ids[0], int):
         assert grown.lookup(["40"])[0] == 3  # digits typed as text still find integer ids
+
+
+def test_attributes_render_one_way_for_library_and_service() -> None:
+    """The data's template where it renders something (fields it names but the attributes lack
+    left out), else `key: value` pairs; blank titles fall back to the text."""
+    assert render_attributes("{title}. {genre}", {"title": "X"}) == "X"
+    assert render_attributes("{genre}", {"title": "X"}) == "title: X"
+    assert (
+        render_attributes(None, {"title": "X", "year": 1999, "empty": " "})
+        == "title: X. year: 1999"
+    )
+    assert render_attributes("{title}", {}) is None
+    assert title_of({"title": " "}, "the text") == "the text"
+    assert title_of({"title": "Heat"}, "the text") == "Heat"

@@ -17,6 +17,7 @@ from warmstart.metrics import (
     MRR,
     NDCG,
     RMSE,
+    CappedRecall,
     Coverage,
     HitRate,
     Precision,
@@ -284,3 +285,12 @@ def test_paired_test() -> None:
     assert paired_test(a, b) == 1.0
     with pytest.raises(ValueError):
         paired_test(a, a[:10])
+
+
+def test_capped_recall_reaches_one_with_more_relevant_than_k() -> None:
+    """Two relevant, k=1: Recall caps at 1/2, CappedRecall reaches 1; one relevant: they agree."""
+    reco = np.array([[0], [2], [3]])
+    truth = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]], dtype=np.float32))
+    np.testing.assert_array_equal(CappedRecall(1).calc_per_user(reco, truth), [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(Recall(1).calc_per_user(reco, truth), [0.5, 1.0, 0.0])
+    assert CappedRecall(1).name == "cappedrecall@1"

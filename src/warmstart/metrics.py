@@ -25,6 +25,7 @@ __all__ = [
     "MRR",
     "NDCG",
     "RMSE",
+    "CappedRecall",
     "Coverage",
     "HitRate",
     "Metric",
@@ -162,6 +163,15 @@ class Recall(_RankingMetric):
 
     def _from_hits(self, hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
         return _safe_divide(hits.sum(axis=1), n_relevant)
+
+
+@dataclass(frozen=True)
+class CappedRecall(_RankingMetric):
+    """hits@k / min(n_relevant, k): a user with more than k relevant items can still reach 1.
+    For choosing settings on held-out data, where users differ widely in how much is held out."""
+
+    def _from_hits(self, hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+        return _safe_divide(hits.sum(axis=1), np.minimum(n_relevant, self.k))
 
 
 @dataclass(frozen=True)
@@ -339,44 +349,51 @@ def _per_user_mean(values: np.ndarray, users: np.ndarray) -> np.ndarray:
     return np.bincount(inverse, weights=values) / np.bincount(inverse)
 
 
+class _PairError(ABC):
+    """Error of rating predictions against the actual ratings: the mean of a per-pair loss over
+    all pairs or over each user's, then `_finish` (a square root for RMSE)."""
+
+    @property
+    def name(self) -> str:
+        """Report key."""
+        return type(self).__name__.lower()
+
+    def calc_per_user(self, pred: np.ndarray, actual: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """The error over each user's pairs, for the distinct users in ascending order."""
+        pred, actual = _check_pairs(pred, actual)
+        return self._finish(_per_user_mean(self._loss(pred - actual), users))
+
+    def calc(self, pred: np.ndarray, actual: np.ndarray) -> float:
+        """The error over all pairs (not a mean of per-user values); nan when there are none."""
+        pred, actual = _check_pairs(pred, actual)
+        if not pred.size:
+            return float("nan")
+        return float(self._finish(np.mean(self._loss(pred - actual))))
+
+    @abstractmethod
+    def _loss(self, error: np.ndarray) -> np.ndarray: ...
+
+    def _finish(self, mean: np.ndarray) -> np.ndarray:
+        return mean
+
+
 @dataclass(frozen=True)
-class RMSE:
+class RMSE(_PairError):
     """Root mean squared error of rating predictions."""
 
-    @property
-    def name(self) -> str:
-        """Report key."""
-        return "rmse"
+    def _loss(self, error: np.ndarray) -> np.ndarray:
+        return np.asarray(error**2)
 
-    def calc_per_user(self, pred: np.ndarray, actual: np.ndarray, users: np.ndarray) -> np.ndarray:
-        """RMSE over each user's pairs, for the distinct users in ascending order."""
-        pred, actual = _check_pairs(pred, actual)
-        return np.sqrt(_per_user_mean((pred - actual) ** 2, users))
-
-    def calc(self, pred: np.ndarray, actual: np.ndarray) -> float:
-        """RMSE over all pairs (not a mean of per-user values); nan when there are none."""
-        pred, actual = _check_pairs(pred, actual)
-        return float(np.sqrt(np.mean((pred - actual) ** 2))) if pred.size else float("nan")
+    def _finish(self, mean: np.ndarray) -> np.ndarray:
+        return np.sqrt(mean)
 
 
 @dataclass(frozen=True)
-class MAE:
+class MAE(_PairError):
     """Mean absolute error of rating predictions."""
 
-    @property
-    def name(self) -> str:
-        """Report key."""
-        return "mae"
-
-    def calc_per_user(self, pred: np.ndarray, actual: np.ndarray, users: np.ndarray) -> np.ndarray:
-        """MAE over each user's pairs, for the distinct users in ascending order."""
-        pred, actual = _check_pairs(pred, actual)
-        return _per_user_mean(np.abs(pred - actual), users)
-
-    def calc(self, pred: np.ndarray, actual: np.ndarray) -> float:
-        """MAE over all pairs (not a mean of per-user values); nan when there are none."""
-        pred, actual = _check_pairs(pred, actual)
-        return float(np.mean(np.abs(pred - actual))) if pred.size else float("nan")
+    def _loss(self, error: np.ndarray) -> np.ndarray:
+        return np.abs(error)
 
 
 def bootstrap_ci(

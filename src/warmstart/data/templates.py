@@ -234,3 +234,24 @@ def short_label(text: str, limit: int = LABEL_CHARS) -> str:
     if len(words) <= limit and len(head) == len(text):
         return words
     return words[: limit - 3].rstrip() + "..."
+
+
+def render_attributes(template: str | None, attributes: Mapping[str, Any] | None) -> str | None:
+    """Attributes as text, one policy for the library and the service: with the data's template
+    where there is one (fields it names but the attributes lack are left out), else, or where
+    the template renders nothing, the non-empty `key: value` pairs joined by ". "."""
+    if not attributes:
+        return None
+    if template:
+        tpl = TextTemplate(template)
+        text = tpl.render({**dict.fromkeys(tpl.fields), **attributes})
+        if text:
+            return text
+    parts = [f"{k}: {v}" for k, v in attributes.items() if v is not None and str(v).strip()]
+    return ". ".join(parts) or None
+
+
+def title_of(attributes: Mapping[str, Any] | None, text: str) -> str:
+    """An item's title: its non-blank `title` attribute, else its text (`short_label` cuts it)."""
+    title = attributes.get("title") if attributes else None
+    return str(title) if title is not None and str(title).strip() else text

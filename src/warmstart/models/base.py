@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from warmstart import __version__
 from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
-from warmstart.data.templates import TextTemplate, short_label
+from warmstart.data.templates import render_attributes, short_label, title_of
 from warmstart.errors import ModelFormatError, NotFittedError
 from warmstart.index.exact import topk
 from warmstart.models.catalogue import Catalogue
@@ -577,7 +577,8 @@ def _new_items(
     attributes: Sequence[Mapping[str, Any]] | None,
     titles: Sequence[str | None] | None,
 ) -> tuple[list[Any], list[str], list[str]]:
-    """Validate new items and render their text (given text, else attributes via the item template)."""
+    """Validate new items and render their text: given text, else their attributes
+    (`render_attributes`, the service's policy too)."""
     ids = list(item_ids)
     if not ids:
         raise ValueError("add_items needs at least one item id")
@@ -594,9 +595,7 @@ def _new_items(
     for j in range(len(ids)):
         text = texts[j] if texts is not None else None
         if not (text and text.strip()) and attributes is not None:
-            if not catalogue.item_template:
-                raise ValueError("attributes given but the model has no item template; pass texts")
-            text = TextTemplate(catalogue.item_template).render(attributes[j])
+            text = render_attributes(catalogue.item_template, attributes[j])
         if not (text and text.strip()):
             raise ValueError(
                 f"item {ids[j]!r} has no text: a new item needs text to be recommendable"
@@ -605,8 +604,7 @@ def _new_items(
     labels = [
         short_label(
             (titles[j] if titles is not None and titles[j] else None)
-            or (str((attributes[j] or {}).get("title") or "") if attributes is not None else "")
-            or rendered[j]
+            or title_of(attributes[j] if attributes is not None else None, rendered[j])
         )
         for j in range(len(ids))
     ]

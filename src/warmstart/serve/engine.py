@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from warmstart.data.templates import render_attributes, title_of
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
@@ -84,21 +85,6 @@ def item_text(record: ItemRecord, template: str | None) -> str | None:
     """An item's text as the model reads it: its own text, else its attributes rendered."""
     text = record.text.strip() if record.text else None
     return text or render_attributes(template, record.attributes)
-
-
-def render_attributes(template: str | None, attributes: Mapping[str, Any]) -> str | None:
-    """Attributes as text: with the data's template when the model has one, else `key: value`."""
-    if not attributes:
-        return None
-    if template:
-        from warmstart.data.templates import TextTemplate
-
-        tpl = TextTemplate(template)
-        text = tpl.render({**dict.fromkeys(tpl.fields), **attributes})
-        if text:
-            return text
-    parts = [f"{k}: {v}" for k, v in attributes.items() if v is not None and str(v).strip()]
-    return ". ".join(parts) or None
 
 
 class Engine:
@@ -273,7 +259,7 @@ class Engine:
                 m.add_items(
                     [r.item_id for r, _ in new],
                     texts=[t for _, t in new],
-                    titles=[_title(r, t) for r, t in new],
+                    titles=[title_of(r.attributes, t) for r, t in new],
                 )
                 for j, (r, _) in enumerate(new):
                     self._item_index[r.item_id] = start + j
@@ -287,7 +273,7 @@ class Engine:
                 m.update_item_texts(
                     np.array([i for i, _, _ in changed]),
                     [t for _, _, t in changed],
-                    [_title(r, t) for _, r, t in changed],
+                    [title_of(r.attributes, t) for _, r, t in changed],
                 )
             keys = np.array(sorted({self._item_index[r.item_id] for r in records}), dtype=np.int64)
             self._live[keys] = True
@@ -548,9 +534,3 @@ class Engine:
 def _unit(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-
-def _title(record: ItemRecord, text: str) -> str:
-    """The item's `title` attribute, else its text (the model cuts it to a short label)."""
-    title = record.attributes.get("title") if record.attributes else None
-    return str(title) if title is not None and str(title).strip() else text

@@ -21,10 +21,11 @@ import pandas as pd
 from warmstart._io import write_json
 from warmstart.data.build import from_frames
 from warmstart.data.dataset import Dataset
-from warmstart.errors import ModelFormatError
+from warmstart.data.templates import render_attributes
+from warmstart.errors import DataError, ModelFormatError
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.registry import load_model
-from warmstart.serve.engine import item_text, render_attributes
+from warmstart.serve.engine import item_text
 from warmstart.serve.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def training_data(model: WarmStartRecommender, store: Store) -> tuple[Dataset, i
     frame = pd.DataFrame(rows)
     frame = frame[frame["item_id"].isin(items.keys())]
     if frame.empty:
-        raise ValueError("nothing to retrain on: no interactions with live items")
+        raise DataError("nothing to retrain on: no interactions with live items")
 
     item_keys = list(items)
     user_keys = list(users)

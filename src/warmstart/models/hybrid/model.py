@@ -17,7 +17,7 @@ from warmstart.data.dataset import Dataset
 from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError
 from warmstart.index.exact import topk
-from warmstart.metrics import NDCG
+from warmstart.metrics import NDCG, CappedRecall
 from warmstart.models.arrays import binary, cosine, csr_from_state, csr_state, standardise
 from warmstart.models.base import ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
@@ -44,7 +44,6 @@ from warmstart.models.hybrid.selection import (
     choose_lambda_users,
     choose_lambdas,
     choose_warm_weights,
-    recall_capped,
 )
 from warmstart.models.mapping import FactorMap, fit_factor_map
 from warmstart.models.moments import ItemMoments
@@ -1137,7 +1136,7 @@ class _HeldOutScorer:
         ids, _ = topk(uv @ iv.T, cfg.validation_k, self.train[users][:, items])
         if ndcg:
             return NDCG(cfg.validation_k).calc(ids, truth)
-        return recall_capped(ids, truth, cfg.validation_k)
+        return CappedRecall(cfg.validation_k).calc(ids, truth)
 
     def scores(self, li: float, lu: float, beta: float) -> Callable[[np.ndarray], np.ndarray]:
         """Scores of the given users over every item, for these lambdas and beta."""

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from warmstart.index.exact import topk
-from warmstart.metrics import NDCG, hit_matrix
+from warmstart.metrics import NDCG
 from warmstart.models.arrays import binary, standardise
 from warmstart.models.cf import CFConfig, fit_factors
 from warmstart.models.hybrid.blending import (
@@ -34,13 +34,6 @@ log = logging.getLogger(__name__)
 # unblended scores, their revealed items as rows, and the rest of their items (the truth).
 Case = tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]
 Weights = tuple[float, float, float]
-
-
-def recall_capped(ids: np.ndarray, truth: sp.csr_matrix, k: int) -> float:
-    """recall@k with the denominator capped at k: a user with more than k held out can reach 1."""
-    hits = hit_matrix(ids, truth, k).sum(axis=1)
-    n_truth = np.minimum(np.maximum(np.diff(truth.indptr), 1), k)
-    return float(np.mean(hits / n_truth))
 
 
 def choose_lambdas(

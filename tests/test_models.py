@@ -33,7 +33,7 @@ from warmstart.models import (
 )
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import fold_in
-from warmstart.models.hybrid.blending import dense_columns, time_ranks
+from warmstart.models.hybrid.blending import ColdBlend, dense_columns, time_ranks
 from warmstart.models.moments import ItemMoments
 from warmstart.registry import MODELS
 
@@ -597,6 +597,20 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     assert sorted(data.cold_user_ids)  # cold users are served through the blend too
     r = loaded.recommend(sorted(data.cold_user_ids), k=5)
     assert set(r.routes) == {"cold"}
+
+
+def test_warmstart_keeps_given_cold_user_weights(data: Synthetic, tmp_path: Path) -> None:
+    """Given weights are served as given, a fade of 0 (the prior gone after one event) included,
+    and survive a save and load."""
+    m = TestWarmStart.make(
+        tmp_path, neighbour_weight=0.5, popularity_weight=2.0, popularity_fade=0.0
+    ).fit(data.dataset)
+    assert isinstance(m, WarmStartRecommender)
+    assert m.cold_user_choice_ is None
+    assert m.cold_blend_ == ColdBlend(0.5, 2.0, 0.0)
+    loaded = Recommender.load(m.save(tmp_path / "given"))
+    assert isinstance(loaded, WarmStartRecommender)
+    assert loaded.cold_blend_ == ColdBlend(0.5, 2.0, 0.0)
 
 
 def test_cold_user_blend_trades_ndcg_for_responsiveness_only_when_asked(

@@ -189,11 +189,9 @@ class WarmStartRecommender(TextAware, Recommender):
             c = self.cold_user_choice_
             given = (c.neighbour_weight, c.popularity_weight, c.popularity_fade)
         a, b, fade = given
-        self.cold_blend_ = ColdBlend(
-            float(a if a is not None else 0.0),
-            float(b if b is not None else 0.0),
-            float(fade or 1.0),
-        )
+        if a is None or b is None or fade is None:  # too few users to choose on: no blending
+            a, b, fade = (a if a is not None else 0.0, b if b is not None else 0.0, fade or 1.0)
+        self.cold_blend_ = ColdBlend(float(a), float(b), float(fade))
         self.user_cf = self._blend_users(p, catalogue.seen, self.lambda_users_, self.user_map)
         self.user_vectors = self._scoring_users(
             self.user_cf, self._served_text_profiles(catalogue.seen)

@@ -8,15 +8,12 @@ recall after churn, and an expansion_search sweep on the same graph.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import usearch
+from common import cpu_count, package_versions, python_and_cpus, write_result
 from tqdm import tqdm
 
 from warmstart.index import VectorIndex
@@ -205,10 +202,8 @@ def main() -> None:
         "add_ms_per_vector": 1e3 * add_s / args.n_add,
         "upsert_batch_ms_per_vector": 1e3 * upsert_batch_s / args.n_add,
         "remove_ms_per_vector": 1e3 * remove_s / args.n_add,
-        "usearch": usearch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **package_versions(("usearch", "numpy")),
+        **python_and_cpus(),
     }
     rows = [
         ("HNSW build", f"{build_s:.1f} s ({args.n / build_s:,.0f} vectors/s)"),
@@ -233,7 +228,7 @@ def main() -> None:
     print(
         f"VectorIndex n={args.n} dim={args.dim} k={args.k} M={args.connectivity} "
         f"ef_add={args.expansion_add} ef_search={args.expansion_search} "
-        f"threads={args.threads or os.cpu_count()}"
+        f"threads={args.threads or cpu_count()}"
     )
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
@@ -248,8 +243,7 @@ def main() -> None:
                 f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
                 f"batch {row['batch_search_s']:.2f} s"
             )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.output, result)
     print(f"wrote {args.output}")
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine_line, write_result
 
 CHILD = r"""
 import json, resource, sys, time
@@ -63,15 +64,12 @@ def main() -> None:
             print(f"warm embedding cache, run {i + 1}/{args.repeats} ...", file=sys.stderr)
             warm.append(run_child(cache, args.data_dir))
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": machine_line(),
         "date": time.strftime("%Y-%m-%d"),
         "cold": cold,
         "warm": warm,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.output.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.output)
+    write_result(args.output, result)
 
     best = min(warm, key=lambda r: r["fit_s"])
     rows = [

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from datetime import date
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import machine_line, usable_cores
 
 from warmstart._io import write_json
 from warmstart.data.builtin import load_builtin
@@ -89,7 +88,7 @@ def main() -> None:
             }
     payload = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "machine": machine_line(usable_cores(), python=False),
         "dataset": args.dataset,
         "n_texts": len(texts),
         "rounds": len(slices),

@@ -11,14 +11,14 @@ data is timed in the same process as the reference. Prints a table, and JSON wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import python_and_cpus, write_result
 
 
 def main() -> None:
@@ -76,9 +76,7 @@ def main() -> None:
             for line in r["choices"]:
                 print("   ", line)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
-        args.output.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+        write_result(args.output, {"machine": python_and_cpus(), "results": rows})
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> None:
             full[0, query.items] = -np.inf
             exact = set(topk(full, args.k)[0][0].tolist())
             t1 = time.perf_counter()
-            keys, _ = engine._candidate_topk(query, args.k, exclude_seen=True)
+            keys, _ = engine._candidate_topk(query, args.k, True, model.cold_blend_)
             t2 = time.perf_counter()
             t_full, t_cand = t_full + t1 - t0, t_cand + t2 - t1
             recalls.append(len(exact & set(keys.tolist())) / args.k)

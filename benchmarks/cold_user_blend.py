@@ -20,12 +20,12 @@ split and reports, for a grid of (a, b, rho):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import write_result
 
 GRID = [
     (1.0, 32.0, 1.0),
@@ -124,9 +124,8 @@ def main() -> None:
             " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys)
         )
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         out = {"min_rating": args.min_rating, "validation_users": users, "results": results}
-        args.output.write_text(json.dumps(out, indent=2))
+        write_result(args.output, out)
 
 
 if __name__ == "__main__":

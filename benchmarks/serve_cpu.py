@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import (
-    StdlibTransport,
-    auth_headers,
-    build_routes,
-    process_cpu_s,
-    serving,
-)
+from serve_bench.load import StdlibTransport
+from serve_bench.routes import build_routes
+from serve_bench.server import auth_headers, process_cpu_s, serving
 
 ROUTES = ("healthz", "warm", "warm-noexplain", "text-only", "few-shot", "anonymous")
 

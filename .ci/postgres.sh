@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for the store tests (tests/test_store.py).
+# A throwaway PostgreSQL server for the store tests (tests/serve/test_store.py).
 #
 #   .ci/postgres.sh              start a fresh cluster; prints ONE line on stdout, the URL:
 #                                  postgresql://postgres@127.0.0.1:PORT/warmstart_test

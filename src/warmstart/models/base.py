@@ -36,6 +36,14 @@ ROUTE_COLD = "cold"  # known user without interactions, served by the model from
 ROUTE_FALLBACK = "fallback"  # known user the model cannot serve: popularity
 ROUTE_PROFILE = "profile"  # a user described at request time
 
+# How a live service serves a user id (`Recommender.route_user`), beside the routes above that a
+# fitted model alone knows.
+SERVE_WARM = "warm"  # training interactions, nothing since: the fitted vector
+SERVE_FOLD_IN = "fold-in"  # training interactions and events since: the history folded in
+SERVE_FEW_SHOT = "few-shot"  # no training interactions, some events: those events and text
+SERVE_TEXT_ONLY = "text-only"  # no interactions at all, a self-description or attributes
+SERVE_POPULAR = "popular"  # nothing known: what most people pick
+
 
 class ModelConfig(BaseModel):
     """Strict base for model configs: unknown keys are errors, and configs round-trip via JSON."""
@@ -142,6 +150,9 @@ class Recommender(ABC):
     serves_warm_users: ClassVar[bool] = True
     serves_cold_users: ClassVar[bool] = False
     serves_cold_items: ClassVar[bool] = False
+    # Attributes saved and loaded as they are (plain arrays, no pickle); what needs converting
+    # (sparse matrices, text maps, network weights) a model adds in `_state` / `_set_state`.
+    saved_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -215,6 +226,28 @@ class Recommender(ABC):
         if self._popularity is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted")
         return self._popularity
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """Each item's popularity (what the popular route ranks by); a new array after items are
+        added, so a holder of the old one can tell."""
+        return self._pop()
+
+    def route_user(self, *, trained: bool, new_events: bool, history: int, described: bool) -> str:
+        """How a service serves a user: the one place that decides (`SERVE_*`).
+
+        `trained`: the user has interactions in the training data; `new_events`: events since;
+        `history`: items in training data and events together; `described`: a self-description
+        or attributes. A model that cannot serve users from what they did since its fit or from
+        their text serves its trained users their fitted vectors and everyone else popularity.
+        """
+        if trained and (not new_events or not self.serves_cold_users):
+            return SERVE_WARM
+        if not self.serves_cold_users:
+            return SERVE_POPULAR
+        if history:
+            return SERVE_FOLD_IN if trained else SERVE_FEW_SHOT
+        return SERVE_TEXT_ONLY if described else SERVE_POPULAR
 
     # ---- public API ----------------------------------------------------------------------
     def recommend(
@@ -461,11 +494,14 @@ class Recommender(ABC):
 
     # ---- persistence ---------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
-        """Arrays that, with the config and catalogue, restore the fitted model exactly."""
-        return {}
+        """Arrays that, with the config and catalogue, restore the fitted model exactly: the
+        attributes named in `saved_arrays`, plus what a model adds in its override."""
+        return {name: getattr(self, name) for name in self.saved_arrays}
 
-    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
+    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Inverse of `_state`."""
+        for name in self.saved_arrays:
+            setattr(self, name, arrays[name])
 
     def save(self, directory: str | Path) -> Path:
         """Write the model to `directory` (JSON + npz, no pickle); replaces it only when complete."""

@@ -173,6 +173,8 @@ class ContentKNNRecommender(TextAware, Recommender):
     serves_cold_users = True
     serves_cold_items = True
 
+    saved_arrays = ("item_embeddings", "user_text_embeddings")
+
     def __init__(self, cache_dir: str | None = None, **params: Any) -> None:
         super().__init__(**params)
         from pathlib import Path
@@ -220,13 +222,3 @@ class ContentKNNRecommender(TextAware, Recommender):
 
     def _add_item_rows(self, texts: list[str]) -> None:
         self.item_embeddings = np.vstack([self.item_embeddings, self.encode(texts)])
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {
-            "item_embeddings": self.item_embeddings,
-            "user_text_embeddings": self.user_text_embeddings,
-        }
-
-    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.item_embeddings = arrays["item_embeddings"]
-        self.user_text_embeddings = arrays["user_text_embeddings"]

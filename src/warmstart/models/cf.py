@@ -7,7 +7,7 @@ import functools
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -222,6 +222,8 @@ class ALSRecommender(Recommender):
     Config = CFConfig
     config: CFConfig
 
+    saved_arrays = ("user_factors", "item_factors")
+
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         self.user_factors = np.empty((0, 0), dtype=np.float32)
@@ -248,10 +250,3 @@ class ALSRecommender(Recommender):
 
     def _item_similarity(self, item: int, others: np.ndarray) -> np.ndarray:
         return cosine(self.item_factors[[item]], self.item_factors[others])[0]
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
-    def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.user_factors = arrays["user_factors"]
-        self.item_factors = arrays["item_factors"]

@@ -103,6 +103,14 @@ class DropoutNetRecommender(TextAware, Recommender):
     serves_cold_users = True
     serves_cold_items = True
 
+    saved_arrays = (
+        "item_embeddings",
+        "user_text_embeddings",
+        "item_pref",
+        "user_vectors",
+        "item_vectors",
+    )
+
     def __init__(self, cache_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -277,24 +285,12 @@ class DropoutNetRecommender(TextAware, Recommender):
             _TOWER_PREFIX + k: t.detach().cpu().numpy().copy()
             for k, t in self._net.state_dict().items()
         }
-        return {
-            "item_embeddings": self.item_embeddings,
-            "user_text_embeddings": self.user_text_embeddings,
-            "item_pref": self.item_pref,
-            "user_vectors": self.user_vectors,
-            "item_vectors": self.item_vectors,
-            "uses_user_text": np.asarray(self.uses_user_text_),
-            **weights,
-        }
+        return {**super()._state(), "uses_user_text": np.asarray(self.uses_user_text_), **weights}
 
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         import torch
 
-        self.item_embeddings = arrays["item_embeddings"]
-        self.user_text_embeddings = arrays["user_text_embeddings"]
-        self.item_pref = arrays["item_pref"]
-        self.user_vectors = arrays["user_vectors"]
-        self.item_vectors = arrays["item_vectors"]
+        super()._set_state(arrays)
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self._net = self._build(self.item_pref.shape[1])
         weights = {

@@ -181,6 +181,16 @@ class LightFMRecommender(TextAware, Recommender):
     serves_cold_users = True
     serves_cold_items = True
 
+    saved_arrays = (
+        "item_embeddings",
+        "item_vectors",
+        "user_vectors",
+        "item_feature_embeddings",
+        "item_feature_biases",
+        "user_feature_embeddings",
+        "user_feature_biases",
+    )
+
     def __init__(self, cache_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -361,26 +371,14 @@ class LightFMRecommender(TextAware, Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         assert self.item_coder is not None and self.user_coder is not None
         return {
-            "item_embeddings": self.item_embeddings,
-            "item_vectors": self.item_vectors,
-            "user_vectors": self.user_vectors,
-            "item_feature_embeddings": self.item_feature_embeddings,
-            "item_feature_biases": self.item_feature_biases,
-            "user_feature_embeddings": self.user_feature_embeddings,
-            "user_feature_biases": self.user_feature_biases,
+            **super()._state(),
             "uses_user_text": np.asarray(self.uses_user_text_),
             **self.item_coder.to_arrays("item_coder"),
             **self.user_coder.to_arrays("user_coder"),
         }
 
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.item_embeddings = arrays["item_embeddings"]
-        self.item_vectors = arrays["item_vectors"]
-        self.user_vectors = arrays["user_vectors"]
-        self.item_feature_embeddings = arrays["item_feature_embeddings"]
-        self.item_feature_biases = arrays["item_feature_biases"]
-        self.user_feature_embeddings = arrays["user_feature_embeddings"]
-        self.user_feature_biases = arrays["user_feature_biases"]
+        super()._set_state(arrays)
         self.uses_user_text_ = bool(arrays["uses_user_text"])
         self.item_coder = _TextCoder.from_arrays(arrays, "item_coder")
         self.user_coder = _TextCoder.from_arrays(arrays, "user_coder")

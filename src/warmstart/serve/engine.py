@@ -5,7 +5,7 @@ edited items (encoded and mapped into the factor space at once), deleted items, 
 events, which are folded into the user's profile at the next request. The store holds the same
 facts durably; `Engine.restore` replays them, so a restart (or a crash) loses nothing.
 
-Routing of a known user id (`recommend_user`):
+Routing of a known user id (`recommend_user`), decided by the model (`Recommender.route_user`):
   - `warm`: interactions in the training data and no events since: the fitted vector, searched
     in the ANN index (the score is one dot product, so retrieval is exact up to the index).
   - `fold-in`: training interactions and events since: the whole history is folded into the
@@ -19,7 +19,7 @@ is small enough for exact search. Above `exact_below` items they are scored only
 the ANN neighbours of their scoring vector and of their text, their named items' co-occurrence
 neighbours and the most popular items. Their scores are exactly those of the full computation:
 each term's mean and spread over the whole catalogue come from the moments of the item vectors
-(`WarmStartRecommender.score_profile_parts`). At 100,000 items the full computation reads
+(`ServableModel.score_profile_parts`). At 100,000 items the full computation reads
 every item vector twice per request (about 50 ms).
 """
 
@@ -35,17 +35,26 @@ from typing import Any
 import numpy as np
 
 from warmstart.data.templates import render_attributes, title_of
-from warmstart.errors import ModelFormatError, UnknownIdError
+from warmstart.errors import UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
-from warmstart.models.base import Explanation, ProfileQuery
-from warmstart.models.hybrid import ColdBlend, WarmStartRecommender
+from warmstart.models.base import (
+    SERVE_FEW_SHOT,
+    SERVE_FOLD_IN,
+    SERVE_POPULAR,
+    SERVE_TEXT_ONLY,
+    SERVE_WARM,
+    Explanation,
+    ProfileQuery,
+)
+from warmstart.models.hybrid import ColdBlend
+from warmstart.models.servable import ServableModel
 from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
 from warmstart.text.cache import MemoryCachedEncoder
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("warm", "fold-in", "few-shot", "text-only", "popular", "anonymous")
+ROUTES = (SERVE_WARM, SERVE_FOLD_IN, SERVE_FEW_SHOT, SERVE_TEXT_ONLY, SERVE_POPULAR, "anonymous")
 
 
 # Newcomers above `exact_below` items: candidates fetched per source, and the HNSW search depth
@@ -97,7 +106,7 @@ class Engine:
 
     def __init__(
         self,
-        model: WarmStartRecommender,
+        model: ServableModel,
         *,
         exact_below: int = 20_000,
         blend: Mapping[str, float] | None = None,
@@ -105,7 +114,7 @@ class Engine:
         text_cache_texts: int = 20_000,
         text_cache_bytes: int = 64 * 2**20,
     ) -> None:
-        if not isinstance(model, WarmStartRecommender):
+        if not isinstance(model, ServableModel):
             raise TypeError(
                 f"the service needs a 'warmstart' or 'warmstart-ft' model, not {model.name!r}: "
                 "other models cannot place new items or users by their text"
@@ -140,18 +149,8 @@ class Engine:
         in a way its arrays do not show (an encoder of another dimension than its embeddings, a
         text map that does not fit its factors) fails here, when it is loaded, and not on a
         user's request; and so that the first request does not pay for loading the encoder."""
-        m = self.model
         self._encoder.warm_up()
-        dims = m.item_embeddings.shape[1]
-        if self._encoder.dim != dims:
-            raise ModelFormatError(
-                f"its encoder {m.config.encoder!r} makes {self._encoder.dim}-dimensional vectors, "
-                f"but its item embeddings have {dims} dimensions"
-            )
-        if m.catalogue.n_items and m.item_map is not None:
-            m.item_map.predict(m.item_embeddings[:1])
-            probe = ProfileQuery(text="warm-up", attribute_text=None, items=np.array([0]))
-            m.score_profiles([probe])
+        self.model.check_servable(self._encoder.dim)
 
     # ---- indexes -------------------------------------------------------------------------
     def _rebuild_indexes(self) -> None:
@@ -346,11 +345,11 @@ class Engine:
         explain: bool = True,
         blend: Mapping[str, float] | None = None,
     ) -> Ranked:
-        """Top-k for a user id, routed as the module doc says.
+        """Top-k for a user id, routed by the model (`route_user`; the module doc lists routes).
 
         `blend` overrides the cold-start blend (`neighbour_weight`, `popularity_weight`,
-        `popularity_fade`)
-        for this request, as an experiment's arm does; warm users' scores do not use them.
+        `popularity_fade`) for this request, as an experiment's arm does; warm users' scores do
+        not use them.
         """
         cold_blend = self._cold_blend(blend)
         with self._lock:
@@ -358,22 +357,22 @@ class Engine:
             u = self._user_index.get(user_id)
             state = self._users.get(user_id)
             history = self._history(user_id)
-            recent = bool(state and state.events)
-            trained = u is not None and m.catalogue.user_counts()[u] > 0
-            if trained and not recent:
-                assert u is not None
-                keys, scores = self._warm_topk(u, history, k, exclude_seen)
-                return self._ranked("warm", keys, scores, history, None, None, explain)
             text = state.text if state else None
             attributes = state.attributes if state else None
             attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
             if attribute_text is None and u is not None:
                 attribute_text = m.catalogue.user_text[u]
-            if history.size:
-                route = "fold-in" if trained else "few-shot"
-            elif text or attribute_text:
-                route = "text-only"
-            else:
+            route = m.route_user(
+                trained=u is not None and bool(m.catalogue.user_counts()[u] > 0),
+                new_events=bool(state and state.events),
+                history=int(history.size),
+                described=bool(text or attribute_text),
+            )
+            if route == SERVE_WARM:
+                assert u is not None
+                keys, scores = self._warm_topk(u, history, k, exclude_seen)
+                return self._ranked(route, keys, scores, history, None, None, explain)
+            if route == SERVE_POPULAR:
                 return self._popular(k, explain)
             query = ProfileQuery(text=text, attribute_text=attribute_text, items=history)
             return self._profile_ranked(route, query, k, exclude_seen, explain, cold_blend)
@@ -500,7 +499,7 @@ class Engine:
         Kept between requests (ranking 100,000 items took a millisecond per newcomer) until an
         item is added, edited or deleted, or the model's popularity array is replaced.
         """
-        pop = self.model._pop()
+        pop = self.model.popularity
         held = self._popular_held
         if held is None or held[0] is not pop or held[1].size < min(k, pop.size):
             keys, top = topk(np.where(self._live, pop, -np.inf)[None, :], max(k, CANDIDATES))
@@ -509,7 +508,7 @@ class Engine:
 
     def _popular(self, k: int, explain: bool) -> Ranked:
         keys, top = self._top_popular(k)
-        return self._ranked("popular", keys, top, np.empty(0, np.int64), None, None, explain)
+        return self._ranked(SERVE_POPULAR, keys, top, np.empty(0, np.int64), None, None, explain)
 
     def _ranked(
         self,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models.base import Recommender
-from warmstart.models.hybrid import WarmStartRecommender
+from warmstart.models.servable import ServableModel
 from warmstart.registry import load_model as load_any_model
 from warmstart.serve import schemas as s
 from warmstart.serve.edge import describe
@@ -154,7 +154,7 @@ class Service:
     """
 
     def __init__(
-        self, settings: ServeSettings, store: Store, model: WarmStartRecommender | None = None
+        self, settings: ServeSettings, store: Store, model: ServableModel | None = None
     ) -> None:
         self.settings, self.store = settings, store
         self.model_dir = settings.model_dir
@@ -357,14 +357,14 @@ def loggable(exc: BaseException) -> str:
     return describe(exc)
 
 
-def load_model(model_dir: Path) -> WarmStartRecommender:
+def load_model(model_dir: Path) -> ServableModel:
     """The saved model the service can serve; ModelFormatError for anything else."""
     return servable(load_any_model(model_dir), model_dir)
 
 
-def servable(model: Recommender, model_dir: Path) -> WarmStartRecommender:
+def servable(model: Recommender, model_dir: Path) -> ServableModel:
     """`model`, if the service can serve it; ModelFormatError saying what to fit instead."""
-    if not isinstance(model, WarmStartRecommender):
+    if not isinstance(model, ServableModel):
         raise ModelFormatError(
             f"{model_dir}: the service needs a 'warmstart' or 'warmstart-ft' model, "
             f"not {model.name!r}: fit one with `warmstart fit --model-name warmstart`"
@@ -376,7 +376,7 @@ def build_engine(
     model_dir: Path,
     store: Store,
     settings: ServeSettings,
-    model: WarmStartRecommender | None = None,
+    model: ServableModel | None = None,
 ) -> Engine:
     """Load the model (unless given), its indexes and encoder, and replay the store into it.
 

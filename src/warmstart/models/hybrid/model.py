@@ -118,6 +118,16 @@ class WarmStartRecommender(TextAware, Recommender):
     config: WarmStartConfig
     serves_cold_users = True
     serves_cold_items = True
+    saved_arrays = (
+        "item_embeddings",
+        "user_text_embeddings",
+        "user_vectors",
+        "item_vectors",
+        "user_cf",
+        "item_cf",
+        "cov_cf",
+        "cov_text",
+    )
 
     def __init__(self, cache_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(**params)
@@ -578,6 +588,21 @@ class WarmStartRecommender(TextAware, Recommender):
             )
         return out
 
+    def check_servable(self, encoder_dim: int) -> None:
+        """Fail now, not on a user's request, where the model is broken in a way its arrays do
+        not show: an encoder of another dimension than its embeddings, a text map that does not
+        fit its factors. Scores one probe visitor."""
+        dims = self.item_embeddings.shape[1]
+        if encoder_dim != dims:
+            raise ModelFormatError(
+                f"its encoder {self.config.encoder!r} makes {encoder_dim}-dimensional vectors, "
+                f"but its item embeddings have {dims} dimensions"
+            )
+        if self.catalogue.n_items and self.item_map is not None:
+            self.item_map.predict(self.item_embeddings[:1])
+            probe = ProfileQuery(text="warm-up", attribute_text=None, items=np.array([0]))
+            self.score_profiles([probe])
+
     # ---- scoring -------------------------------------------------------------------------
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         scores = self.user_vectors[users] @ self.item_vectors.T
@@ -939,14 +964,7 @@ class WarmStartRecommender(TextAware, Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         assert self.item_map is not None and self.user_map is not None
         return {
-            "item_embeddings": self.item_embeddings,
-            "user_text_embeddings": self.user_text_embeddings,
-            "user_vectors": self.user_vectors,
-            "item_vectors": self.item_vectors,
-            "user_cf": self.user_cf,
-            "item_cf": self.item_cf,
-            "cov_cf": self.cov_cf,
-            "cov_text": self.cov_text,
+            **super()._state(),
             "lambdas": np.asarray(
                 [
                     self.lambda_items_,
@@ -984,14 +1002,7 @@ class WarmStartRecommender(TextAware, Recommender):
         }
 
     def _set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.item_embeddings = arrays["item_embeddings"]
-        self.user_text_embeddings = arrays["user_text_embeddings"]
-        self.user_vectors = arrays["user_vectors"]
-        self.item_vectors = arrays["item_vectors"]
-        self.user_cf = arrays["user_cf"]
-        self.item_cf = arrays["item_cf"]
-        self.cov_cf = arrays["cov_cf"]
-        self.cov_text = arrays["cov_text"]
+        super()._set_state(arrays)
         lam_i, lam_u, beta, a, b, fade, warm_a, warm_b, boost = (
             float(x) for x in arrays["lambdas"]
         )

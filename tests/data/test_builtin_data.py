@@ -185,7 +185,7 @@ def test_not_found_message_lists_every_place(
 def test_sparse_sample_is_a_core_of_a_sample() -> None:
     """Every user and item left has at least min_count interactions, all from the original, and
     item text is re-rendered from the features (titles alone here)."""
-    from synthetic import make_synthetic
+    from tests.synthetic import make_synthetic
     from warmstart.data.builtin import sparse_sample
 
     full = make_synthetic().dataset

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,9 +19,8 @@ import numpy as np
 import pydantic
 import pytest
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
-from synthetic import GROUPS, Synthetic, make_synthetic
+from tests.synthetic import GROUPS, Synthetic
 from warmstart.errors import ModelFormatError, UnknownIdError
 from warmstart.models import (
     Explanation,
@@ -32,46 +31,19 @@ from warmstart.models import (
     cf,
 )
 from warmstart.models.base import ProfileQuery
-from warmstart.models.cf import fold_in
+from warmstart.models.cf import ALSRecommender, fold_in
 from warmstart.models.hybrid.blending import ColdBlend, dense_columns, time_ranks
 from warmstart.models.moments import ItemMoments
 from warmstart.registry import MODELS
 
-# implicit's own kNN converts to COO internally and then warns about it
-pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")
+pytestmark = [
+    # implicit's own kNN converts to COO internally and then warns about it
+    pytest.mark.filterwarnings("ignore:Method expects CSR input"),
+    # tests/conftest.py: a tmp embedding cache and single-threaded BLAS for the whole module
+    pytest.mark.usefixtures("_environment"),
+]
 
 QUALITY = 0.8  # share of a warm user's top-5 that must come from their own group
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Loaded text-aware models build their encoder with the default cache: keep it in tmp.
-
-    BLAS runs single-threaded: the matrices are tiny, and threads only oversubscribe a busy
-    machine (sklearn's MLP ran 6x slower with them).
-    """
-    with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
-        mp.setenv("WARMSTART_CACHE_DIR", str(tmp_path_factory.mktemp("embedding-cache")))
-        yield
-
-
-@pytest.fixture(scope="session")
-def data() -> Synthetic:
-    return make_synthetic(seed=0)
-
-
-@pytest.fixture(scope="class")
-def model(
-    request: pytest.FixtureRequest, data: Synthetic, tmp_path_factory: pytest.TempPathFactory
-) -> Recommender:
-    """The test class's model, fitted once per class; tests must not mutate it."""
-    return request.cls.make(tmp_path_factory.mktemp("cache")).fit(data.dataset)
-
-
-@pytest.fixture(scope="class")
-def recs(model: Recommender, data: Synthetic) -> Recommendations:
-    """Top-5 of every warm user, in `data.warm_users` order."""
-    return model.recommend(data.warm_users, k=5)
 
 
 def assert_same_top(
@@ -599,6 +571,31 @@ def test_warmstart_chooses_cold_user_weights(data: Synthetic, tmp_path: Path) ->
     assert set(r.routes) == {"cold"}
 
 
+@pytest.mark.parametrize(
+    ("trained", "new_events", "history", "described", "cold_model", "plain_model"),
+    [
+        (True, False, 5, False, "warm", "warm"),
+        (True, True, 7, False, "fold-in", "warm"),
+        (False, True, 2, True, "few-shot", "popular"),
+        (False, False, 0, True, "text-only", "popular"),
+        (False, False, 0, False, "popular", "popular"),
+    ],
+)
+def test_route_user_decides_how_a_service_serves_a_user(
+    trained: bool,
+    new_events: bool,
+    history: int,
+    described: bool,
+    cold_model: str,
+    plain_model: str,
+) -> None:
+    """One place routes: a model that serves users from their events and text, and one (ALS)
+    that serves only its trained users' fitted vectors."""
+    facts = {"trained": trained, "new_events": new_events, "history": history}
+    assert WarmStartRecommender().route_user(**facts, described=described) == cold_model
+    assert ALSRecommender().route_user(**facts, described=described) == plain_model
+
+
 def test_warmstart_keeps_given_cold_user_weights(data: Synthetic, tmp_path: Path) -> None:
     """Given weights are served as given, a fade of 0 (the prior gone after one event) included,
     and survive a save and load."""
@@ -680,8 +677,8 @@ def test_warmstart_truncated_histories_are_the_earliest_items(
 
 
 def test_every_model_has_a_contract_class() -> None:
-    import test_dropoutnet  # noqa: F401  (DropoutNet's contract class lives with its own tests)
-    import test_finetune  # noqa: F401  (and warmstart-ft's with the fine-tuning tests)
+    from tests.finetune import test_finetune  # noqa: F401  (warmstart-ft's contract class lives with the fine-tuning tests)
+    from tests.models import test_dropoutnet  # noqa: F401  (and DropoutNet's with its own tests)
 
     tested = {c.model_name for c in ModelContract.__subclasses__()}
     assert tested == set(MODELS)

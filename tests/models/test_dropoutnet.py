@@ -8,21 +8,15 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from synthetic import Synthetic
-
-# The contract's fixtures live in test_models; importing them makes them visible here.
-from test_models import (  # noqa: F401
-    CF,
-    ModelContract,
-    _environment,
-    data,
-    model,
-    recs,
-)
+from tests.models.test_models import CF, ModelContract
+from tests.synthetic import Synthetic
 from warmstart.models import Recommender
 from warmstart.models.dropoutnet import DropoutNetRecommender
 
-pytestmark = pytest.mark.filterwarnings("ignore:Method expects CSR input")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Method expects CSR input"),
+    pytest.mark.usefixtures("_environment"),  # tests/conftest.py
+]
 
 PARAMS: dict[str, Any] = {
     "encoder": "hashing",
@@ -46,7 +40,7 @@ class TestDropoutNetContract(ModelContract):
     serves_cold_items = True
     serves_cold_users = True
 
-    def test_loss_decreases(self, model: Recommender) -> None:  # noqa: F811
+    def test_loss_decreases(self, model: Recommender) -> None:
         assert isinstance(model, DropoutNetRecommender)
         losses = model.loss_history_
         assert len(losses) == PARAMS["epochs"]
@@ -55,8 +49,8 @@ class TestDropoutNetContract(ModelContract):
 
     def test_cold_items_placed_by_text(
         self,
-        model: Recommender,  # noqa: F811
-        data: Synthetic,  # noqa: F811
+        model: Recommender,
+        data: Synthetic,
     ) -> None:
         """Cold items have no preference input, yet land among their text group's items."""
         assert isinstance(model, DropoutNetRecommender)
@@ -79,7 +73,7 @@ class TestDropoutNetContract(ModelContract):
 
     def test_fixed_seed_is_deterministic(
         self,
-        data: Synthetic,  # noqa: F811
+        data: Synthetic,
         tmp_path: Path,
     ) -> None:
         a, b = _fit(data, tmp_path, epochs=3), _fit(data, tmp_path, epochs=3)
@@ -90,7 +84,7 @@ class TestDropoutNetContract(ModelContract):
         assert not np.array_equal(a.item_vectors, c.item_vectors)
 
 
-def _fit(data: Synthetic, tmp_path: Path, **overrides: Any) -> DropoutNetRecommender:  # noqa: F811
+def _fit(data: Synthetic, tmp_path: Path, **overrides: Any) -> DropoutNetRecommender:
     return DropoutNetRecommender(cache_dir=tmp_path, **{**PARAMS, **overrides}).fit(data.dataset)
 
 
@@ -103,7 +97,7 @@ def _fit(data: Synthetic, tmp_path: Path, **overrides: Any) -> DropoutNetRecomme
     ],
 )
 def test_variants_fit_and_round_trip(
-    data: Synthetic,  # noqa: F811
+    data: Synthetic,
     tmp_path: Path,
     overrides: dict[str, Any],
     min_share: float,

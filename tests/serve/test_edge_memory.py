@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import rawhttp
-from test_serve import ADMIN, KEY, free_port, serving_process
+from tests import rawhttp
+from tests.serve.test_serve import ADMIN, KEY, free_port, serving_process
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/PID/clear_refs"

@@ -8,16 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-import test_models
-from synthetic import GROUPS, Synthetic
-from test_models import LIGHTFM, QUALITY
+from tests.models.test_models import LIGHTFM, QUALITY
+from tests.synthetic import GROUPS, Synthetic
 from warmstart.data import from_frames
 from warmstart.models import Profile, Recommender
 from warmstart.models.lightfm_model import LightFMRecommender
 
-# The shared fixtures, bound here so that pytest finds them for this module.
-_environment = test_models._environment
-data = test_models.data
+pytestmark = pytest.mark.usefixtures("_environment")  # tests/conftest.py
 
 PARAMS = LIGHTFM
 

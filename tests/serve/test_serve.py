@@ -19,10 +19,14 @@ import numpy as np
 import pytest
 import uvicorn
 
-from synthetic import GROUPS, Synthetic
+from tests.synthetic import GROUPS, Synthetic
+from warmstart.errors import ModelFormatError
 from warmstart.models import Recommender
+from warmstart.models.cf import ALSRecommender
+from warmstart.models.servable import ServableModel
 from warmstart.serve.app import ServeSettings, create_app
 from warmstart.serve.http import server_config
+from warmstart.serve.service import servable
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -180,7 +184,7 @@ def test_warm_blend_is_served_as_the_model_scores_it(
 ) -> None:
     """With warm users' neighbour, popularity and new-item terms on, the service's top-k (all
     items, or the search's candidates plus neighbours and popular items) equals the library's."""
-    from synthetic import CF
+    from tests.synthetic import CF
     from warmstart.models.hybrid import WarmStartRecommender
 
     model = WarmStartRecommender(
@@ -741,3 +745,15 @@ def test_experiment_with_a_bad_model_folder_is_refused(model_dir: Path, tmp_path
         r = c.post("/v1/experiments", headers=ADMIN_AUTH, json={"experiment_id": "e", "arms": dup})
         assert r.status_code == 422 and "distinct" in r.text
         assert c.get("/v1/users/1000/recommendations", headers=AUTH).json()["experiment"] is None
+
+
+def test_only_text_placing_models_are_servable(
+    data: Synthetic, model_dir: Path, tmp_path: Path
+) -> None:
+    """The engine's protocol: warmstart offers all of it, a model without text does not, and the
+    service refuses that one saying what to fit instead."""
+    als = ALSRecommender(factors=8, iterations=2).fit(data.dataset)
+    assert isinstance(Recommender.load(model_dir), ServableModel)
+    assert not isinstance(als, ServableModel)
+    with pytest.raises(ModelFormatError, match="fit one with"):
+        servable(als, tmp_path / "als")

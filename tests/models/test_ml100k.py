@@ -156,7 +156,7 @@ def test_service_on_ml100k_survives_kill_9(
 
     import httpx
 
-    from test_serve import AUTH, free_port, serving_process
+    from tests.serve.test_serve import AUTH, free_port, serving_process
 
     model_dir = model.save(tmp_path / "model")
     db, port = tmp_path / "serve.db", free_port()

@@ -14,23 +14,16 @@ import pytest
 
 pytest.importorskip("peft")
 
-from synthetic import Synthetic, make_clustered
-
-# The contract's fixtures live in test_models; importing them makes them visible here.
-from test_models import (  # noqa: F401
-    CF,
-    ModelContract,
-    _environment,
-    data,
-    model,
-    recs,
-)
+from tests.models.test_models import CF, ModelContract
+from tests.synthetic import Synthetic, make_clustered
 from warmstart.finetune import FineTuneConfig, TextTower, finetune, load_tower
 from warmstart.finetune import trainer as trainer_module
 from warmstart.finetune.batching import length_batches
 from warmstart.finetune.tower import length_groups
 from warmstart.models import Recommender
 from warmstart.text import MiniLMEncoder
+
+pytestmark = pytest.mark.usefixtures("_environment")  # tests/conftest.py
 
 
 def _gap(emb: np.ndarray, cluster: np.ndarray) -> float:
@@ -274,7 +267,7 @@ class TestWarmStartFTContract(ModelContract):
 
 
 def test_warmstart_ft_saves_and_loads_offline(
-    data: Synthetic,  # noqa: F811
+    data: Synthetic,
     tmp_path: Path,
 ) -> None:
     from warmstart.finetune.recommender import WarmStartFTRecommender

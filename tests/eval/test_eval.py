@@ -7,15 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
-from synthetic import Synthetic, make_synthetic
+from tests.synthetic import Synthetic, make_synthetic
 from warmstart.data import from_frames
 from warmstart.errors import DataError
 from warmstart.eval.runner import ModelSpec, run
@@ -27,12 +25,7 @@ from warmstart.eval.splits import (
 )
 from warmstart.registry import MODELS
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
-        mp.setenv("WARMSTART_CACHE_DIR", str(tmp_path_factory.mktemp("embedding-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("_environment")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
-from test_serve import ADMIN, serving
+from tests.serve.test_serve import ADMIN, serving
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}  # the admin key reaches every route
 TARGET_REQUESTS = 1200  # spread over every (operation, mode); a few operations yield fewer

@@ -32,7 +32,7 @@ from warmstart.serve.store import (
 )
 
 PG_URL = os.environ.get("WARMSTART_TEST_POSTGRES_URL", "").strip()
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("peft")
 
-from synthetic import Synthetic, make_clustered, make_synthetic
+from tests.synthetic import Synthetic, make_clustered, make_synthetic
 from warmstart.finetune import FineTuneConfig, FineTunedEncoder, TextTower, finetune
 from warmstart.finetune import recommender as finetuned_module
 from warmstart.finetune.export import export_onnx

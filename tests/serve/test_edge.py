@@ -28,9 +28,17 @@ import httpx
 import numpy as np
 import pytest
 
-import rawhttp
-from synthetic import Synthetic
-from test_serve import ADMIN_AUTH, AUTH, KEY, free_port, serving, serving_url, start_server
+from tests import rawhttp
+from tests.serve.test_serve import (
+    ADMIN_AUTH,
+    AUTH,
+    KEY,
+    free_port,
+    serving,
+    serving_url,
+    start_server,
+)
+from tests.synthetic import Synthetic
 from warmstart.models.hybrid import WarmStartRecommender
 from warmstart.serve.app import ServeSettings, create_app
 from warmstart.serve.store import Store

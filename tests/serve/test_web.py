@@ -20,8 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from synthetic import Synthetic
-from test_serve import KEY, serving_url
+from tests.serve.test_serve import KEY, serving_url
+from tests.synthetic import Synthetic
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WAIT_S = 20

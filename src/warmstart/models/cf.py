@@ -98,7 +98,7 @@ def fold_in(
     embeddings used as factors). implicit's own solver does the work.
 
     `reuse=True` keeps YᵀY for the array's memory, for the next call: a model's factors that
-    are replaced, or grown below their rows (`WarmStartRecommender._append_rows`), never
+    are replaced, or grown below their rows (`hybrid.growth.RowBuffers`), never
     edited in place, qualify. At 100,000 items YᵀY costs far more than one visitor's solve (a
     320-d Gram matrix: about 10^10 operations); after rows are added, only the last block of
     rows is recounted.

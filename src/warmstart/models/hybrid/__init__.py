@@ -2,7 +2,8 @@
 
 One module per idea: `config` (the settings), `model` (fit and score), `selection` (the searches
 that choose the settings on held-out data), `blending` (the blends' arithmetic, and `ColdBlend`,
-the weights a scoring call takes), `choices` (what a fit chose, as reported and saved).
+the weights a scoring call takes), `choices` (what a fit chose, as reported and saved), `growth` (item arrays that grow without
+copying as items are added).
 """
 
 from warmstart.models.hybrid.blending import ColdBlend, ProfileParts, popularity_fade

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,9 @@ from rich.console import Console
 
 from warmstart.cli.configs import build_config
 from warmstart.data import Dataset
-from warmstart.errors import ConfigError, DataNotFoundError, ModelFormatError
 from warmstart.finetune import FineTuneConfig, FineTuneResult
 from warmstart.finetune import finetune as run_finetune
 from warmstart.finetune.export import export_onnx
-from warmstart.finetune.trainer import CHECKPOINT
 
 OPTIONS: dict[str, str] = {
     "objective": "--objective",
@@ -34,28 +31,6 @@ OPTIONS: dict[str, str] = {
 def finetune_config(**given: Any) -> FineTuneConfig:
     """The options the user gave over `FineTuneConfig`'s defaults (None: not given)."""
     return build_config(FineTuneConfig, {k: v for k, v in given.items() if v is not None}, OPTIONS)
-
-
-def check_resumable(output: Path, cfg: FineTuneConfig) -> None:
-    """Fail before any data is read if `--resume` cannot go on from `output`'s checkpoint.
-
-    The trainer checks the same, but raises plain FileNotFoundError/ValueError, which the
-    CLI treats as bugs; these say what to do instead.
-    """
-    meta_path = output / CHECKPOINT / "trainer.json"
-    if not meta_path.is_file():
-        raise DataNotFoundError(
-            f"nothing to resume: no checkpoint in {output} (run without --resume to start)"
-        )
-    try:
-        saved = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelFormatError(f"{meta_path}: not a readable checkpoint ({exc})") from None
-    if saved != cfg.model_dump(mode="json"):
-        raise ConfigError(
-            f"{output / CHECKPOINT} was written with other fine-tuning settings; resume with the "
-            "same settings, or start again in a new output folder"
-        )
 
 
 def train(

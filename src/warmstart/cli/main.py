@@ -371,7 +371,8 @@ def finetune(
     ] = False,
 ) -> None:
     """Fine-tune the text encoder on the interactions; Ctrl-C keeps the last epoch's checkpoint."""
-    from warmstart.cli.finetune import check_resumable, export, finetune_config, train
+    from warmstart.cli.finetune import export, finetune_config, train
+    from warmstart.finetune.trainer import resumable_checkpoint
 
     if not data.given:
         raise ConfigError("give --dataset NAME or --interactions FILE to fine-tune on")
@@ -380,8 +381,8 @@ def finetune(
         batch_size=batch_size, learning_rate=learning_rate, seed=seed,
         hard_negatives=hard_negatives, mlm_epochs=mlm_epochs,
     )  # fmt: skip
-    if resume:
-        check_resumable(output, cfg)
+    if resume:  # before any data is read
+        resumable_checkpoint(output, cfg)
     result = train(data.load(), cfg, output, resume=resume, console=err)
     out.print(export(result, output))
 

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from warmstart._io import read_npz, staged_dir, write_json, write_npz
 from warmstart.data.dataset import Dataset
-from warmstart.errors import ConfigError, DataError, DataNotFoundError
+from warmstart.errors import ConfigError, DataError, DataNotFoundError, ModelFormatError
 from warmstart.finetune.batching import length_batches, linear_schedule, random_batches
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.finetune.tower import TextTower
@@ -600,6 +600,27 @@ def _optimisation(
     return _Optimisation(params, optimizer, scheduler, cfg.max_grad_norm, steps_per_epoch, total)
 
 
+def resumable_checkpoint(out: Path | None, cfg: FineTuneConfig) -> dict[str, Any]:
+    """The saved state (trainer.json) of `out`'s checkpoint, if a run with `cfg` can go on from
+    it: checked before any data is read, and again when the run resumes."""
+    meta_path = out / CHECKPOINT / "trainer.json" if out is not None else None
+    if meta_path is None or not meta_path.is_file():
+        raise DataNotFoundError(
+            f"nothing to resume: no checkpoint in {out} (run without --resume to start)"
+        )
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        saved = meta["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{meta_path}: not a readable checkpoint ({exc})") from None
+    if saved != cfg.model_dump(mode="json"):
+        raise ConfigError(
+            f"{meta_path.parent} was written with other fine-tuning settings; resume with the "
+            "same settings, or start again in a new output folder"
+        )
+    return meta
+
+
 def _resume(
     out: Path | None,
     cfg: FineTuneConfig,
@@ -612,17 +633,9 @@ def _resume(
 
     Only a checkpoint of the same settings resumes: another one would go on a different run.
     """
-    ckpt = out / CHECKPOINT if out is not None else None
-    if ckpt is None or not (ckpt / "trainer.json").is_file():
-        raise DataNotFoundError(
-            f"nothing to resume: no checkpoint in {out} (run without --resume to start)"
-        )
-    meta = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
-    if meta["config"] != cfg.model_dump(mode="json"):
-        raise ConfigError(
-            f"{ckpt} was written with other fine-tuning settings; resume with the same "
-            "settings, or start again in a new output folder"
-        )
+    meta = resumable_checkpoint(out, cfg)
+    assert out is not None
+    ckpt = out / CHECKPOINT
     weights = read_npz(ckpt / "weights.npz")
     tower.load_trainable_state({k: v for k, v in weights.items() if not k.startswith("extra")})
     _load_module_state(objective.extra, weights)

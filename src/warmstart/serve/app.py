@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -145,32 +145,31 @@ def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+# Errors whose response is their message, with this status (and headers).
+_MESSAGE_ERRORS: dict[type[Exception], tuple[int, dict[str, str] | None]] = {
+    KeyRequired: (401, {"WWW-Authenticate": "Bearer"}),
+    AdminKeyRequired: (403, None),
+    UnknownIdError: (404, None),
+    ExperimentConflict: (409, None),
+    TooManyEntries: (413, None),
+    ModelRefused: (422, None),
+}
+
+
+def _message_handler(
+    status: int, headers: dict[str, str] | None
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _detail(status, str(exc), headers)
+
+    return handler
+
+
 def _install_errors(app: FastAPI) -> None:
     """Every error a route or the service layer raises, and the response it becomes."""
 
-    @app.exception_handler(KeyRequired)
-    async def no_key(request: Request, exc: KeyRequired) -> JSONResponse:
-        return _detail(401, str(exc), {"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(AdminKeyRequired)
-    async def not_admin(request: Request, exc: AdminKeyRequired) -> JSONResponse:
-        return _detail(403, str(exc))
-
-    @app.exception_handler(UnknownIdError)
-    async def unknown(request: Request, exc: UnknownIdError) -> JSONResponse:
-        return _detail(404, str(exc))
-
-    @app.exception_handler(ExperimentConflict)
-    async def conflict(request: Request, exc: ExperimentConflict) -> JSONResponse:
-        return _detail(409, str(exc))
-
-    @app.exception_handler(TooManyEntries)
-    async def too_many(request: Request, exc: TooManyEntries) -> JSONResponse:
-        return _detail(413, str(exc))
-
-    @app.exception_handler(ModelRefused)
-    async def model_refused(request: Request, exc: ModelRefused) -> JSONResponse:
-        return _detail(422, str(exc))
+    for error, (status, headers) in _MESSAGE_ERRORS.items():
+        app.add_exception_handler(error, _message_handler(status, headers))
 
     @app.exception_handler(NoTextError)
     async def no_text(request: Request, exc: NoTextError) -> JSONResponse:

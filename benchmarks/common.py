@@ -101,13 +101,13 @@ def machine_line(cores: int | None = None, *, python: bool = True) -> str:
     return ", ".join(parts)
 
 
-def code_version() -> dict[str, Any]:
-    """The commit the code under test comes from, and files changed since (the tree is shared)."""
+def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The commit the code under test (in `root`) comes from, and files changed since."""
 
     def git(*cmd: str) -> str:
         try:
             return subprocess.run(
-                ["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+                ["git", *cmd], cwd=root, capture_output=True, text=True, timeout=10
             ).stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column
         except (OSError, subprocess.SubprocessError):
             return ""

@@ -32,6 +32,7 @@ from warmstart.models import (
 )
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import ALSRecommender, fold_in
+from warmstart.models.hybrid import model as hybrid_model
 from warmstart.models.hybrid.blending import ColdBlend, dense_columns, time_ranks
 from warmstart.models.moments import ItemMoments
 from warmstart.registry import MODELS
@@ -786,10 +787,11 @@ def test_fold_in_of_few_rows_is_serial_and_matches_the_batch() -> None:
 
 
 def test_profile_scores_on_candidates_match_the_full_scores(
-    data: Synthetic, tmp_path: Path
+    data: Synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Candidate scoring, standardised by the item moments, is the full scoring, also after
-    items are added and edited."""
+    items are added and edited; growth updates a copy of the moments, so a copy of the model
+    taken before it (a service's snapshot) keeps the moments of its own arrays."""
     m = TestWarmStart.make(tmp_path).fit(data.dataset)
     assert isinstance(m, WarmStartRecommender)
     named = m.catalogue.item_ids.to_internal(data.items_of(1, cold=False)[:3])
@@ -810,9 +812,20 @@ def test_profile_scores_on_candidates_match_the_full_scores(
 
     check()
     kept = m.item_moments()
+    n, mean, cov = kept.n, kept.mean.copy(), kept.cov.copy()
     m.add_items(["new-a", "new-b"], [data.group_text(0, seed=9), data.group_text(1, seed=9)])
     m.update_item_texts(np.array([3, 3, 40]), ["edited three", "edited again", "edited forty"])
-    assert m.item_moments() is kept  # updated in place, not recomputed
+
+    def recount(*_: Any) -> None:
+        raise AssertionError("the moments were recounted from the arrays, not updated")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hybrid_model, "ItemMoments", recount)
+        moments = m.item_moments()
+    assert moments is not kept and moments.n == n + 2
+    assert kept.n == n
+    np.testing.assert_array_equal(kept.mean, mean)
+    np.testing.assert_array_equal(kept.cov, cov)
     check()
 
 

@@ -35,6 +35,14 @@ class IdMap:
             self._external = external
         return self._external
 
+    def prepare(self) -> None:
+        """Build the numpy ids and the dict of positions now. A service does this when it
+        starts, so that its first write (which looks up and extends the map) and first read do
+        not build them over every id while other requests wait for the GIL."""
+        _ = self.external
+        if self._positions is None:
+            self._positions = {v: i for i, v in enumerate(self.to_list())}
+
     @property
     def is_integer(self) -> bool:
         return pd.api.types.is_integer_dtype(self._index.dtype)

@@ -442,7 +442,9 @@ class Recommender(ABC):
 
         Each item needs text: its own, else its attributes rendered with the data's item
         template. The checks and the catalogue are the same for every model; a model places the
-        new rows in its own arrays (`_add_item_rows`).
+        new rows in its own arrays (`_add_item_rows`). Growth replaces arrays and never writes
+        what they held, so a shallow copy taken before (a service's published snapshot) still
+        reads the catalogue it had.
         """
         if type(self)._add_item_rows is Recommender._add_item_rows:
             raise NotImplementedError(

@@ -31,6 +31,12 @@ class ItemMoments:
     def dim(self) -> int:
         return int(self._total.shape[0])
 
+    def copy(self) -> ItemMoments:
+        """An independent copy: updating it leaves this one as it was."""
+        out = ItemMoments.__new__(ItemMoments)
+        out.n, out._total, out._gram, out._cov = self.n, self._total.copy(), self._gram.copy(), None
+        return out
+
     def add(self, rows: np.ndarray) -> None:
         """Count `rows` (m, D) as items too."""
         for start in range(0, rows.shape[0], _CHUNK):

@@ -25,10 +25,11 @@ every item vector twice per request (about 50 ms).
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ ROUTES = (SERVE_WARM, SERVE_FOLD_IN, SERVE_FEW_SHOT, SERVE_TEXT_ONLY, SERVE_POPU
 # for them (benchmarks/candidate_recall.py measures what both cost and find).
 CANDIDATES = 128
 CANDIDATE_DEPTH = 128
+POPULAR_KEPT = 1024  # the most popular live items each snapshot ranks once (MAX_K is 1,000)
+INDEX_SLICE = 16  # items inserted into the ANN indexes per lock hold (see `_index_items`)
 
 
 class NoTextError(ValueError):
@@ -81,13 +84,57 @@ class Ranked:
     explanations: list[Explanation] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _User:
-    """What the service knows about a user beyond the model's catalogue."""
+    """What the service knows about a user beyond the model's catalogue; replaced, never edited."""
 
     text: str | None = None
     attributes: Mapping[str, Any] | None = None
-    events: dict[int, None] | None = None  # internal item ids, in order of first event
+    events: Mapping[int, None] = field(default_factory=dict)  # internal ids, first event first
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a read uses, published whole: a request takes the current one once and
+    finishes on it, while a write builds the next one beside it.
+
+    `model` is a copy of the served model that nothing writes after publication (the model's
+    growth replaces arrays, see `Recommender.add_items`). Internal ids run below `n_items`;
+    the shared id map and ANN indexes may already hold a later snapshot's items, so every key
+    they return is checked against `live`.
+    """
+
+    model: ServableModel
+    live: np.ndarray  # per internal id: recommendable (False: deleted)
+    popular: tuple[np.ndarray, np.ndarray]  # the most popular live items and their popularity
+
+    @property
+    def n_items(self) -> int:
+        return int(self.live.size)
+
+    def is_live(self, keys: np.ndarray) -> np.ndarray:
+        """Per key: a live item of this snapshot (keys outside it, and -1 padding, are not)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        inside = (keys >= 0) & (keys < self.live.size)
+        out = np.zeros(keys.shape, dtype=bool)
+        out[inside] = self.live[keys[inside]]
+        return out
+
+
+def _snapshot(model: ServableModel, live: np.ndarray, moments: bool) -> Snapshot:
+    """The next snapshot, with what its first reads would otherwise compute (while every other
+    request waited for the GIL) computed now: the popular list, the item counts, the id array,
+    and, where candidate scores are standardised by them (`moments`), the item moments."""
+    live = live.copy()
+    live.flags.writeable = False
+    pop = model.popularity
+    keys, top = topk(np.where(live, pop, -np.inf)[None, :], min(POPULAR_KEPT, live.size))
+    cat = model.catalogue
+    cat.item_counts()
+    cat.item_ids.prepare()
+    if moments:
+        _ = model.item_moments().cov
+    return Snapshot(model, live, (keys[0], top[0]))
 
 
 def item_text(record: ItemRecord, template: str | None) -> str | None:
@@ -99,9 +146,10 @@ def item_text(record: ItemRecord, template: str | None) -> str | None:
 class Engine:
     """Serves one fitted `warmstart` (or `warmstart-ft`) model and applies updates to it.
 
-    All methods take one lock: updates replace the model's arrays, and a request must not see
-    half of an update. Numpy releases the GIL in the matrix products, so the lock costs little
-    on a 2-core machine compared with the scoring itself.
+    Reads never wait for writes: a request reads one immutable `Snapshot`; a write (one at a
+    time) encodes and places its items on a copy of the model, then publishes the new snapshot
+    with one assignment and updates the ANN indexes. Several requests score at once: numpy's
+    matrix products and the index search release the GIL.
     """
 
     def __init__(
@@ -124,20 +172,30 @@ class Engine:
             model.encoder, max_texts=text_cache_texts, max_bytes=text_cache_bytes
         )
         model.set_encoder(self._encoder)
-        self.model = model
-        self._lock = threading.RLock()
+        self._writes = threading.RLock()
         cat = model.catalogue
+        # External id -> internal id, only ever added to: an id may point past the published
+        # snapshot while a write is being applied (`Snapshot.is_live` tells).
         self._item_index: dict[str, int] = {str(x): i for i, x in enumerate(cat.item_ids.to_list())}
         self._user_index: dict[str, int] = {str(x): i for i, x in enumerate(cat.user_ids.to_list())}
-        self._live = np.ones(cat.n_items, dtype=bool)
-        # The most popular live items, kept until items change: (popularity array, keys, values)
-        self._popular_held: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._users: dict[str, _User] = {}
+        self._users: dict[str, _User] = {}  # each value replaced whole by a write
         self._exact_below = exact_below
         self._graph_dir = graph_dir  # where HNSW graphs are saved and found again (None: nowhere)
         # The service's own cold-start blend weights, where the operator overrides the model's.
         self.default_blend = dict(blend or {})
+        cat.user_ids.prepare()
+        self._snap = _snapshot(model, np.ones(cat.n_items, dtype=bool), moments=False)
         self._rebuild_indexes()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The state reads see now."""
+        return self._snap
+
+    @property
+    def model(self) -> ServableModel:
+        """The served model as of the current snapshot (never written after publication)."""
+        return self._snap.model
 
     @property
     def text_cache(self) -> MemoryCachedEncoder:
@@ -154,8 +212,9 @@ class Engine:
 
     # ---- indexes -------------------------------------------------------------------------
     def _rebuild_indexes(self) -> None:
-        m = self.model
-        keys = np.flatnonzero(self._live)
+        snap = self._snap
+        m = snap.model
+        keys = np.flatnonzero(snap.live)
         below, graphs = self._exact_below, self._graph_dir
         self.index = VectorIndex(m.item_vectors.shape[1], exact_below=below, graph_dir=graphs)
         self.similar_index = VectorIndex(m.item_cf.shape[1], exact_below=below, graph_dir=graphs)
@@ -163,67 +222,72 @@ class Engine:
             m.item_embeddings.shape[1], exact_below=below, graph_dir=graphs
         )
         if keys.size:
-            self.index.add(keys, m.item_vectors[keys])
-            self.similar_index.add(keys, _unit(m.item_cf[keys]))
-            self.text_index.add(keys, m.item_embeddings[keys])
-        if not self.index.is_exact:
-            m.item_moments()  # what candidate scores are standardised by: computed once, here
+            self._index_items(m, keys)
+        if self._uses_moments(m):
+            _ = m.item_moments().cov  # what candidate scores are standardised by: computed here
 
-    def _index_items(self, keys: np.ndarray) -> None:
-        m = self.model
-        self.index.add(keys, m.item_vectors[keys])
-        self.similar_index.add(keys, _unit(m.item_cf[keys]))
-        self.text_index.add(keys, m.item_embeddings[keys])
+    def _uses_moments(self, m: ServableModel) -> bool:
+        """Whether reads standardise candidate scores by the item moments."""
+        return not self.index.is_exact or m.blends_warm_users
+
+    def _index_items(self, m: ServableModel, keys: np.ndarray) -> None:
+        """Upsert `keys` into the three indexes, a slice at a time: a search waits for at most
+        one slice's insertion, not a whole batch's."""
+        for start in range(0, keys.size, INDEX_SLICE):
+            part = keys[start : start + INDEX_SLICE]
+            self.index.add(part, m.item_vectors[part])
+            self.similar_index.add(part, _unit(m.item_cf[part]))
+            self.text_index.add(part, m.item_embeddings[part])
 
     # ---- lookups -------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
         """Items that can be recommended (deleted ones excluded)."""
-        return int(self._live.sum())
+        return int(self._snap.live.sum())
 
-    def item(self, item_id: str) -> int:
+    def item(self, item_id: str, snap: Snapshot | None = None) -> int:
         """Internal id of a live item; UnknownIdError otherwise."""
         i = self._item_index.get(item_id)
-        if i is None or not self._live[i]:
+        if i is None or not (snap or self._snap).is_live(np.array([i]))[0]:
             raise UnknownIdError(f"unknown item id {item_id!r}")
         return i
 
     def has_item(self, item_id: str) -> bool:
         i = self._item_index.get(item_id)
-        return i is not None and bool(self._live[i])
+        return i is not None and bool(self._snap.is_live(np.array([i]))[0])
 
     def user_info(self, user_id: str) -> tuple[str | None, Mapping[str, Any], bool, int]:
         """(text, attributes, known to the model, interactions) of a user; UnknownIdError if none."""
-        with self._lock:
-            u = self._user_index.get(user_id)
-            state = self._users.get(user_id)
-            if u is None and state is None:
-                raise UnknownIdError(f"unknown user id {user_id!r}")
-            history = self._history(user_id)
-            text = state.text if state else None
-            if text is None and u is not None:
-                text = self.model.catalogue.user_text[u]
-            attributes = dict(state.attributes or {}) if state else {}
-            return text, attributes, u is not None, int(history.size)
-
-    def _history(self, user_id: str) -> np.ndarray:
-        """Training items and items of events since, without repeats, training first."""
+        snap = self._snap
         u = self._user_index.get(user_id)
-        trained = self.model.catalogue.seen[u].indices if u is not None else np.empty(0, np.int32)
         state = self._users.get(user_id)
+        if u is None and state is None:
+            raise UnknownIdError(f"unknown user id {user_id!r}")
+        history = self._history(snap, u, state)
+        text = state.text if state else None
+        if text is None and u is not None:
+            text = snap.model.catalogue.user_text[u]
+        attributes = dict(state.attributes or {}) if state else {}
+        return text, attributes, u is not None, int(history.size)
+
+    @staticmethod
+    def _history(snap: Snapshot, u: int | None, state: _User | None) -> np.ndarray:
+        """Training items and items of events since, without repeats, training first."""
+        trained = snap.model.catalogue.seen[u].indices if u is not None else np.empty(0, np.int32)
         recent = list(state.events) if state and state.events else []
         if not recent:
             return np.asarray(trained, dtype=np.int64)
         extra = np.asarray(recent, dtype=np.int64)
-        extra = extra[~np.isin(extra, trained)]
+        extra = extra[(extra < snap.n_items) & ~np.isin(extra, trained)]
         return np.concatenate([np.asarray(trained, dtype=np.int64), extra])
 
     # ---- updates -------------------------------------------------------------------------
     def check_items(self, records: Sequence[ItemRecord]) -> list[str]:
         """Each item's text as the model will read it; NoTextError names the first without any."""
+        template = self.model.catalogue.item_template
         rendered = []
         for j, r in enumerate(records):
-            text = item_text(r, self.model.catalogue.item_template)
+            text = item_text(r, template)
             if not text:
                 raise NoTextError(
                     j, f"item {r.item_id!r} has no text, and its attributes render to none"
@@ -240,19 +304,13 @@ class Engine:
         """
         if rendered is None:
             rendered = self.check_items(records)
-        with self._lock, self._encoder.persisting():  # item vectors survive a restart exactly
-            m = self.model
-            new = [
-                (r, t)
-                for r, t in zip(records, rendered, strict=True)
-                if r.item_id not in self._item_index
-            ]
-            old = [
-                (r, t)
-                for r, t in zip(records, rendered, strict=True)
-                if r.item_id in self._item_index
-            ]
-            created, updated = [r.item_id for r, _ in new], [r.item_id for r, _ in old]
+        with self._writes, self._encoder.persisting():  # item vectors survive a restart exactly
+            snap = self._snap
+            m = copy.copy(snap.model)
+            pairs = list(zip(records, rendered, strict=True))
+            new = [(r, t) for r, t in pairs if r.item_id not in self._item_index]
+            old = [(r, t) for r, t in pairs if r.item_id in self._item_index]
+            live = snap.live
             if new:
                 start = m.catalogue.n_items
                 m.add_items(
@@ -260,9 +318,9 @@ class Engine:
                     texts=[t for _, t in new],
                     titles=[title_of(r.attributes, t) for r, t in new],
                 )
+                live = np.concatenate([live, np.ones(len(new), dtype=bool)])
                 for j, (r, _) in enumerate(new):
                     self._item_index[r.item_id] = start + j
-                self._live = np.concatenate([self._live, np.ones(len(new), dtype=bool)])
             changed = [
                 (self._item_index[r.item_id], r, t)
                 for r, t in old
@@ -275,44 +333,56 @@ class Engine:
                     [title_of(r.attributes, t) for _, r, t in changed],
                 )
             keys = np.array(sorted({self._item_index[r.item_id] for r in records}), dtype=np.int64)
-            self._live[keys] = True
-            self._popular_held = None
-            self._index_items(keys)
-            return created, updated
+            live = live.copy()
+            live[keys] = True
+            self._snap = _snapshot(m, live, self._uses_moments(m))
+            self._index_items(m, keys)
+            return [r.item_id for r, _ in new], [r.item_id for r, _ in old]
 
     def delete_item(self, item_id: str) -> bool:
         """Stop recommending an item; False if it is unknown or already deleted."""
-        with self._lock:
-            i = self._item_index.get(item_id)
-            if i is None or not self._live[i]:
-                return False
-            self._live[i] = False
-            self._popular_held = None
-            self.index.remove(np.array([i]))
-            self.similar_index.remove(np.array([i]))
-            self.text_index.remove(np.array([i]))
-            return True
+        return self.delete_items([item_id]) == 1
+
+    def delete_items(self, item_ids: Sequence[str]) -> int:
+        """Stop recommending items, in one snapshot; returns how many were live."""
+        with self._writes:
+            snap = self._snap
+            found = [self._item_index.get(x) for x in item_ids]
+            keys = np.unique(np.array([i for i in found if i is not None], dtype=np.int64))
+            keys = keys[snap.is_live(keys)]
+            if keys.size == 0:
+                return 0
+            live = snap.live.copy()
+            live[keys] = False
+            self._snap = _snapshot(snap.model, live, self._uses_moments(snap.model))
+            self.index.remove(keys)
+            self.similar_index.remove(keys)
+            self.text_index.remove(keys)
+            return int(keys.size)
 
     def upsert_users(self, records: Sequence[UserRecord]) -> None:
-        with self._lock:
+        with self._writes:
             for r in records:
-                state = self._users.setdefault(r.user_id, _User())
-                state.text = r.text.strip() if r.text and r.text.strip() else None
-                state.attributes = dict(r.attributes)
+                state = self._users.get(r.user_id, _User())
+                self._users[r.user_id] = replace(
+                    state,
+                    text=r.text.strip() if r.text and r.text.strip() else None,
+                    attributes=dict(r.attributes),
+                )
 
     def add_events(self, events: Iterable[EventRecord]) -> int:
         """Fold stored events into their users' histories; unknown items are skipped."""
+        added: dict[str, dict[int, None]] = {}
         n = 0
-        with self._lock:
-            for e in events:
-                i = self._item_index.get(e.item_id)
-                if i is None:
-                    continue
-                state = self._users.setdefault(e.user_id, _User())
-                if state.events is None:
-                    state.events = {}
-                state.events[i] = None
+        for e in events:
+            i = self._item_index.get(e.item_id)
+            if i is not None:
+                added.setdefault(e.user_id, {})[i] = None
                 n += 1
+        with self._writes:
+            for user_id, items in added.items():
+                state = self._users.get(user_id, _User())
+                self._users[user_id] = replace(state, events={**state.events, **items})
         return n
 
     def restore(self, store: Store, since_seq: int = 0) -> None:
@@ -324,9 +394,7 @@ class Engine:
         live = [r for r in items if not r.deleted]
         if live:
             self.upsert_items(live)
-        for r in items:
-            if r.deleted:
-                self.delete_item(r.item_id)
+        self.delete_items([r.item_id for r in items if r.deleted])
         self.upsert_users(store.users())
         self.add_events(store.events(since_seq=since_seq))
         log.info(
@@ -351,31 +419,31 @@ class Engine:
         `popularity_fade`) for this request, as an experiment's arm does; warm users' scores do
         not use them.
         """
-        cold_blend = self._cold_blend(blend)
-        with self._lock:
-            m = self.model
-            u = self._user_index.get(user_id)
-            state = self._users.get(user_id)
-            history = self._history(user_id)
-            text = state.text if state else None
-            attributes = state.attributes if state else None
-            attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
-            if attribute_text is None and u is not None:
-                attribute_text = m.catalogue.user_text[u]
-            route = m.route_user(
-                trained=u is not None and bool(m.catalogue.user_counts()[u] > 0),
-                new_events=bool(state and state.events),
-                history=int(history.size),
-                described=bool(text or attribute_text),
-            )
-            if route == SERVE_WARM:
-                assert u is not None
-                keys, scores = self._warm_topk(u, history, k, exclude_seen)
-                return self._ranked(route, keys, scores, history, None, None, explain)
-            if route == SERVE_POPULAR:
-                return self._popular(k, explain)
-            query = ProfileQuery(text=text, attribute_text=attribute_text, items=history)
-            return self._profile_ranked(route, query, k, exclude_seen, explain, cold_blend)
+        snap = self._snap
+        m = snap.model
+        cold_blend = self._cold_blend(m, blend)
+        u = self._user_index.get(user_id)
+        state = self._users.get(user_id)
+        history = self._history(snap, u, state)
+        text = state.text if state else None
+        attributes = state.attributes if state else None
+        attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
+        if attribute_text is None and u is not None:
+            attribute_text = m.catalogue.user_text[u]
+        route = m.route_user(
+            trained=u is not None and bool(m.catalogue.user_counts()[u] > 0),
+            new_events=bool(state and state.events),
+            history=int(history.size),
+            described=bool(text or attribute_text),
+        )
+        if route == SERVE_WARM:
+            assert u is not None
+            keys, scores = self._warm_topk(snap, u, history, k, exclude_seen)
+            return self._ranked(snap, route, keys, scores, history, None, None, explain)
+        if route == SERVE_POPULAR:
+            return self._popular(snap, k, explain)
+        query = ProfileQuery(text=text, attribute_text=attribute_text, items=history)
+        return self._profile_ranked(snap, route, query, k, exclude_seen, explain, cold_blend)
 
     def recommend_profile(
         self,
@@ -387,33 +455,32 @@ class Engine:
         explain: bool = True,
     ) -> Ranked:
         """An anonymous visitor: what they typed, their attributes, and items they picked."""
-        cold_blend = self._cold_blend(None)
-        with self._lock:
-            m = self.model
-            items = np.unique(np.array([self.item(i) for i in item_ids], dtype=np.int64))
-            text = text.strip() if text and text.strip() else None
-            attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
-            if not (text or attribute_text or items.size):
-                return self._popular(k, explain)
-            query = ProfileQuery(text=text, attribute_text=attribute_text, items=items)
-            return self._profile_ranked("anonymous", query, k, exclude_seen, explain, cold_blend)
+        snap = self._snap
+        m = snap.model
+        cold_blend = self._cold_blend(m, None)
+        items = np.unique(np.array([self.item(i, snap) for i in item_ids], dtype=np.int64))
+        text = text.strip() if text and text.strip() else None
+        attribute_text = render_attributes(m.catalogue.user_template, attributes or {})
+        if not (text or attribute_text or items.size):
+            return self._popular(snap, k, explain)
+        query = ProfileQuery(text=text, attribute_text=attribute_text, items=items)
+        return self._profile_ranked(snap, "anonymous", query, k, exclude_seen, explain, cold_blend)
 
     def similar_items(self, item_id: str, k: int = 10) -> Ranked:
         """Items placed nearest in the collaborative space (cosine), the item itself excluded."""
-        with self._lock:
-            i = self.item(item_id)
-            query = _unit(self.model.item_cf[[i]])
-            keys, scores = self.similar_index.search(query, k, exclude=[{i}])
-            return self._ranked(
-                "similar", keys[0], scores[0], np.empty(0, np.int64), None, None, False
-            )
+        snap = self._snap
+        i = self.item(item_id, snap)
+        query = _unit(snap.model.item_cf[[i]])
+        keys, scores = _search(snap, self.similar_index, query[0], k, {i})
+        return self._ranked(snap, "similar", keys, scores, np.empty(0, np.int64), None, None, False)
 
-    def _cold_blend(self, overrides: Mapping[str, float] | None) -> ColdBlend:
+    def _cold_blend(self, m: ServableModel, overrides: Mapping[str, float] | None) -> ColdBlend:
         """The model's cold-user blend with the service's settings, then the request's, on top."""
-        return self.model.cold_blend_.with_overrides({**self.default_blend, **(overrides or {})})
+        return m.cold_blend_.with_overrides({**self.default_blend, **(overrides or {})})
 
     def _profile_ranked(
         self,
+        snap: Snapshot,
         route: str,
         query: ProfileQuery,
         k: int,
@@ -422,24 +489,24 @@ class Engine:
         blend: ColdBlend,
     ) -> Ranked:
         if self.index.is_exact:
-            m = self.model
+            m = snap.model
             scores = m.score_profile_parts(m.profile_parts([query], blend))
-            scores[:, ~self._live] = -np.inf
+            scores[:, ~snap.live] = -np.inf
             if exclude_seen and query.items.size:
                 scores[0, query.items] = -np.inf
             keys, top = topk(scores, k, copy=False)
             keys, top = keys[0], top[0]
         else:
-            keys, top = self._candidate_topk(query, k, exclude_seen, blend)
+            keys, top = self._candidate_topk(snap, query, k, exclude_seen, blend)
         return self._ranked(
-            route, keys, top, query.items, query.attribute_text, query.text, explain
+            snap, route, keys, top, query.items, query.attribute_text, query.text, explain
         )
 
     def _candidate_topk(
-        self, query: ProfileQuery, k: int, exclude_seen: bool, blend: ColdBlend
+        self, snap: Snapshot, query: ProfileQuery, k: int, exclude_seen: bool, blend: ColdBlend
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of a newcomer among candidates (see the module doc)."""
-        m = self.model
+        m = snap.model
         parts = m.profile_parts([query], blend)
         fetch = max(CANDIDATES, k)
         seen = set(query.items.tolist()) if exclude_seen else set()
@@ -450,10 +517,9 @@ class Engine:
         if parts.near is not None:
             pools.append(parts.near.indices)
         if blend.popularity_weight and not parts.described[0]:
-            pools.append(self._top_popular(fetch)[0])
+            pools.append(snap.popular[0][:fetch])
         cand = np.unique(np.concatenate(pools).astype(np.int64))
-        cand = cand[cand >= 0]
-        cand = cand[self._live[cand]]
+        cand = cand[snap.is_live(cand)]
         if seen:
             cand = cand[~np.isin(cand, query.items)]
         if cand.size == 0:  # everything they could get, they have already seen
@@ -464,28 +530,26 @@ class Engine:
         return keys, top[0]
 
     def _warm_topk(
-        self, u: int, history: np.ndarray, k: int, exclude_seen: bool
+        self, snap: Snapshot, u: int, history: np.ndarray, k: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """A trained user's top-k: one inner-product search, or, where the model adds its
         history's neighbours and popularity, exact scores of the search's candidates, the
         neighbours and the most popular items."""
-        m = self.model
+        m = snap.model
         seen = set(history.tolist()) if exclude_seen else set()
         if not m.blends_warm_users:
-            keys, scores = self.index.search(m.user_vectors[u], k, exclude=[seen] if seen else None)
-            return keys[0], scores[0]
+            return _search(snap, self.index, m.user_vectors[u], k, seen)
         if self.index.is_exact:
-            cand = np.flatnonzero(self._live)
+            cand = np.flatnonzero(snap.live)
         else:
             fetch = max(CANDIDATES, k) + len(seen)
             pools = [self.index.nearest_keys(m.user_vectors[u], fetch, CANDIDATE_DEPTH)]
             if m.warm_neighbour_weight_:
                 pools.append(m.history_neighbours(u))
             if m.warm_popularity_weight_:
-                pools.append(self._top_popular(fetch)[0])
+                pools.append(snap.popular[0][:fetch])
             cand = np.unique(np.concatenate(pools).astype(np.int64))
-            cand = cand[cand >= 0]
-            cand = cand[self._live[cand]]
+            cand = cand[snap.is_live(cand)]
         if seen:
             cand = cand[~np.isin(cand, history)]
         if cand.size == 0:
@@ -493,25 +557,15 @@ class Engine:
         order, top = topk(m.score_warm_user(u, cand), k, copy=False)
         return np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1), top[0]
 
-    def _top_popular(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k most popular live items and their popularity.
+    def _popular(self, snap: Snapshot, k: int, explain: bool) -> Ranked:
+        keys, top = snap.popular[0][:k], snap.popular[1][:k]
+        return self._ranked(
+            snap, SERVE_POPULAR, keys, top, np.empty(0, np.int64), None, None, explain
+        )
 
-        Kept between requests (ranking 100,000 items took a millisecond per newcomer) until an
-        item is added, edited or deleted, or the model's popularity array is replaced.
-        """
-        pop = self.model.popularity
-        held = self._popular_held
-        if held is None or held[0] is not pop or held[1].size < min(k, pop.size):
-            keys, top = topk(np.where(self._live, pop, -np.inf)[None, :], max(k, CANDIDATES))
-            held = self._popular_held = (pop, keys[0], top[0])
-        return held[1][:k], held[2][:k]
-
-    def _popular(self, k: int, explain: bool) -> Ranked:
-        keys, top = self._top_popular(k)
-        return self._ranked(SERVE_POPULAR, keys, top, np.empty(0, np.int64), None, None, explain)
-
+    @staticmethod
     def _ranked(
-        self,
+        snap: Snapshot,
         route: str,
         keys: np.ndarray,
         scores: np.ndarray,
@@ -522,12 +576,34 @@ class Engine:
     ) -> Ranked:
         keep = (keys >= 0) & np.isfinite(scores)
         keys, scores = keys[keep], scores[keep]
-        external = self.model.catalogue.item_ids.to_external(keys)
+        m = snap.model
+        external = m.catalogue.item_ids.to_external(keys)
         item_ids = [x.item() if isinstance(x, np.generic) else x for x in external]
         explanations = None
         if explain:
-            explanations = self.model.explain_many(keys, history, scores, user_text, free_text)
+            explanations = m.explain_many(keys, history, scores, user_text, free_text)
         return Ranked(route, item_ids, [float(s) for s in scores], explanations)
+
+
+def _search(
+    snap: Snapshot, index: VectorIndex, query: np.ndarray, k: int, exclude: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one query among the snapshot's live items. The index may hold items a later
+    snapshot added (or still hold ones it deleted): those are dropped, and the search is asked
+    for more until k of this snapshot's remain or the index has no more."""
+    fetch = k
+    while True:
+        keys, scores = index.search(query, fetch, exclude=[exclude] if exclude else None)
+        keys, scores = keys[0], scores[0]
+        ok = snap.is_live(keys)
+        if ok.all() or fetch >= len(index):
+            keys, scores = keys[ok][:k], scores[ok][:k]
+            pad = k - keys.size
+            if pad > 0:
+                keys = np.concatenate([keys, np.full(pad, -1, dtype=np.int64)])
+                scores = np.concatenate([scores, np.full(pad, -np.inf, dtype=np.float32)])
+            return keys, scores
+        fetch = min(2 * fetch + int((~ok).sum()), len(index))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -253,7 +253,8 @@ class MemoryCachedEncoder:
         self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._entry_bytes = entry
         self._capacity = min(max_texts, max_bytes // entry)  # entries that fit both bounds
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the entries
+        self._encoding = threading.Lock()  # the encoder
         self._local = threading.local()
 
     def __len__(self) -> int:
@@ -284,6 +285,36 @@ class MemoryCachedEncoder:
         finally:
             self._local.persist = before
 
+    def _encode_missing(
+        self, missing: dict[bytes, str], batch_size: int, show_progress: bool | None
+    ) -> dict[bytes, np.ndarray]:
+        """Vectors of texts not in memory, one slice of `batch_size` at a time.
+
+        The cache's lock is not held meanwhile, so requests whose texts are cached never wait
+        for an encoding; the encoder itself runs one slice at a time (a tokenizer is not safe to
+        share between threads), so a visitor's new sentence waits for at most one slice of a
+        catalogue write's texts, not for all of them.
+        """
+        texts, source = list(missing.values()), self._source()
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            with self._encoding:
+                part = source.encode(
+                    texts[start : start + batch_size],
+                    batch_size=batch_size,
+                    show_progress=show_progress if start == 0 else False,
+                )
+            part = np.asarray(part, dtype=np.float32)
+            expected = (min(batch_size, len(texts) - start), self.dim)
+            if part.shape != expected:
+                raise RuntimeError(
+                    f"encoder {self.name!r} returned shape {part.shape}, expected {expected}"
+                )
+            parts.append(part)
+        vectors = np.concatenate(parts)
+        # A copy per row: a row view would keep its whole batch alive after eviction.
+        return {k: v.copy() for k, v in zip(missing, vectors, strict=True)}
+
     def _source(self) -> TextEncoder:
         persist = getattr(self._local, "persist", False)
         return self.disk if persist and self.disk is not None else self.encoder
@@ -295,38 +326,27 @@ class MemoryCachedEncoder:
         checked = check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
         keys = [_text_key(t) if has_text(t) else None for t in checked]
-        # One call at a time: the service's engine already runs one request at a time, and
-        # encoding outside the lock was measured to gain nothing (the cores are the limit).
         with self._lock:
             missing: dict[bytes, str] = {}
-            for key, text in zip(keys, checked, strict=True):
-                if key is not None and key not in self._vectors and key not in missing:
-                    missing[key] = text
-            fresh: dict[bytes, np.ndarray] = {}
-            if missing:
-                vectors = np.asarray(
-                    self._source().encode(
-                        list(missing.values()), batch_size=batch_size, show_progress=show_progress
-                    ),
-                    dtype=np.float32,
-                )
-                if vectors.shape != (len(missing), self.dim):
-                    raise RuntimeError(
-                        f"encoder {self.name!r} returned shape {vectors.shape}, "
-                        f"expected {(len(missing), self.dim)}"
-                    )
-                # A copy per row: a row view would keep its whole batch alive after eviction.
-                fresh = {k: v.copy() for k, v in zip(missing, vectors, strict=True)}
-            self.misses += len(missing)
-            self.hits += sum(k is not None for k in keys) - len(missing)
             for row, key in enumerate(keys):
                 if key is None:
                     continue
-                vector = fresh.get(key)
-                if vector is None:
-                    vector = self._vectors[key]
+                held = self._vectors.get(key)
+                if held is not None:
+                    out[row] = held
                     self._vectors.move_to_end(key)
+                elif key not in missing:
+                    missing[key] = checked[row]
+            self.misses += len(missing)
+            self.hits += sum(k is not None for k in keys) - len(missing)
+        if not missing:
+            return out
+        fresh = self._encode_missing(missing, batch_size, show_progress)
+        for row, key in enumerate(keys):
+            vector = fresh.get(key) if key is not None else None
+            if vector is not None:
                 out[row] = vector
+        with self._lock:
             self._vectors.update(fresh)
             while len(self._vectors) > self._capacity:
                 self._vectors.popitem(last=False)

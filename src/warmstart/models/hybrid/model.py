@@ -840,6 +840,12 @@ class WarmStartRecommender(TextAware, Recommender):
             return None
         return held[2]
 
+    def _moments_to_update(self) -> ItemMoments | None:
+        """A copy of the kept moments, for growth to update: a copy of this model taken before
+        the growth (a service's published snapshot) keeps reading the moments of its arrays."""
+        moments = self._moments_if_current()
+        return None if moments is None else moments.copy()
+
     def _keep_moments(self, moments: ItemMoments | None) -> None:
         """`moments`, already updated, now describe the current arrays."""
         if moments is not None:
@@ -878,7 +884,7 @@ class WarmStartRecommender(TextAware, Recommender):
         """New items get their text embedding mapped into the factor space: recommendable at once."""
         assert self.item_map is not None
         emb = self.encode(texts)
-        moments = self._moments_if_current()
+        moments = self._moments_to_update()
         grow = self._row_buffers.append
         self.item_embeddings = grow("item_embeddings", self.item_embeddings, emb)
         mapped = self.item_map.predict(emb).astype(np.float32)
@@ -909,7 +915,7 @@ class WarmStartRecommender(TextAware, Recommender):
         if any(not (t and t.strip()) for t in texts):
             raise ValueError("an item needs text to be recommendable")
         new = self.encode(list(texts))
-        moments = self._moments_if_current()
+        moments = self._moments_to_update()
         changed = np.unique(items)
         before = np.hstack([self.item_vectors[changed], self.item_embeddings[changed]])
         old_mapped = self.item_map.predict(self.item_embeddings[items])

@@ -131,7 +131,17 @@ def _lifespan(
         loader = threading.Thread(target=load, name="warmstart-load", daemon=True)
         loader.start()
         service.experiments.start()
+        stop = threading.Event()
+        follower = threading.Thread(
+            target=service.follow,
+            args=(stop, service.settings.follow_interval),
+            name="warmstart-follow",
+            daemon=True,
+        )
+        follower.start()
         yield
+        stop.set()
+        await asyncio.to_thread(follower.join)
         service.experiments.close()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
             loop.remove_signal_handler(signal.SIGHUP)

@@ -311,8 +311,8 @@ class Engine:
             new = [(r, t) for r, t in pairs if r.item_id not in self._item_index]
             old = [(r, t) for r, t in pairs if r.item_id in self._item_index]
             live = snap.live
+            start = m.catalogue.n_items
             if new:
-                start = m.catalogue.n_items
                 m.add_items(
                     [r.item_id for r, _ in new],
                     texts=[t for _, t in new],
@@ -326,13 +326,18 @@ class Engine:
                 for r, t in old
                 if m.catalogue.item_text[self._item_index[r.item_id]] != t
             ]
+            revived = [self._item_index[r.item_id] for r, _ in old]
+            revived = [i for i in revived if not snap.is_live(np.array([i]))[0]]
+            if not (new or changed or revived):  # as held already (e.g. replayed from the log)
+                return [], [r.item_id for r, _ in old]
             if changed:
                 m.update_item_texts(
                     np.array([i for i, _, _ in changed]),
                     [t for _, _, t in changed],
                     [title_of(r.attributes, t) for _, r, t in changed],
                 )
-            keys = np.array(sorted({self._item_index[r.item_id] for r in records}), dtype=np.int64)
+            touched = {*range(start, start + len(new)), *(i for i, _, _ in changed), *revived}
+            keys = np.array(sorted(touched), dtype=np.int64)
             live = live.copy()
             live[keys] = True
             self._snap = _snapshot(m, live, self._uses_moments(m))

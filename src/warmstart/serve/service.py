@@ -27,6 +27,9 @@ from warmstart.serve.engine import Engine
 from warmstart.serve.experiments import Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
 from warmstart.serve.store import (
+    CHANGE_EVENTS,
+    CHANGE_ITEM,
+    CHANGE_USER,
     EventRecord,
     ExperimentRecord,
     ItemRecord,
@@ -59,6 +62,8 @@ class ServeSettings(BaseModel):
     text_cache_texts: int = Field(default=20_000, ge=1)
     text_cache_bytes: int = Field(default=64 * 2**20, ge=2**20)
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
+    # Seconds between looks at the store's log for other processes' writes (`Service.follow`).
+    follow_interval: float = Field(default=0.05, gt=0)
     # Where built HNSW graphs are kept, keyed by their content, so a restart on the same model
     # loads them instead of building (about a minute per 100,000 items). None: the warmstart
     # cache folder ($WARMSTART_CACHE_DIR, else ~/.cache/warmstart), subfolder hnsw.
@@ -163,6 +168,10 @@ class Service:
         self._engine: Engine | None = None
         self.load_failed = False
         self.writes = threading.RLock()
+        # The store's log as this process's engines hold it: every entry up to `applied_seq`,
+        # and every event up to `events_seq` (`catch_up` applies what other processes wrote).
+        self.applied_seq = 0
+        self.events_seq = 0
         self.experiments = Experiments(store)
         self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
         self.metrics = _Metrics()
@@ -184,12 +193,14 @@ class Service:
     def load(self) -> None:
         """Build the first engine, and those of a running experiment's model arms."""
         with self.writes:
+            marks = self._log_marks()
             engine = build_engine(self.model_dir, self.store, self.settings, self._first_model)
             running = self.experiments.running
             if running is not None:
                 self._load_arm_models(running.arms)
             self._first_model = None
             self._engine = engine
+            self.applied_seq, self.events_seq = marks
             self.metrics.items.set(engine.n_items)
             settle_heap()
         log.info("ready: serving the model at %s (%d items)", self.model_dir, engine.n_items)
@@ -258,6 +269,57 @@ class Service:
             self.metrics.events.labels(r.type).inc()
         return len(new)
 
+    # ---- other processes' writes: the store's log ------------------------------------------
+    def _log_marks(self) -> tuple[int, int]:
+        """(newest log entry, newest event) now, read before an engine replays the store: what
+        it replays includes them, and anything later is applied again by `catch_up` (applying
+        an entry twice changes nothing)."""
+        return self.store.last_change(), self.store.last_event_seq()
+
+    def catch_up(self, limit: int = 10_000) -> int:
+        """Apply the log entries after `applied_seq` to every engine; returns how many.
+
+        Entries name what changed, and the stored rows say what it is now, so an entry applied
+        twice (this process's own writes come back through the log) changes nothing.
+        """
+        with self.writes:
+            if self._engine is None:
+                return 0
+            changes = self.store.changes(self.applied_seq, limit=limit)
+            if not changes:
+                return 0
+            items = sorted({c.key for c in changes if c.kind == CHANGE_ITEM})
+            users = sorted({c.key for c in changes if c.kind == CHANGE_USER})
+            events: list[EventRecord] = []
+            if any(c.kind == CHANGE_EVENTS for c in changes):
+                events = self.store.events(since_seq=self.events_seq)
+            rows = self.store.items_by_id(items) if items else []
+            live = [r for r in rows if not r.deleted]
+            gone = [r.item_id for r in rows if r.deleted]
+            for engine in self.engines():
+                if live:
+                    engine.upsert_items(live)
+                if gone:
+                    engine.delete_items(gone)
+                if users:
+                    engine.upsert_users(self.store.users_by_id(users))
+                if events:
+                    engine.add_events(events)
+            self.applied_seq = changes[-1].seq
+            if events:
+                self.events_seq = max(self.events_seq, events[-1].seq)
+            self.metrics.items.set(self.engine.n_items)
+        return len(changes)
+
+    def follow(self, stop: threading.Event, interval: float) -> None:
+        """Poll the log every `interval` seconds until `stop`, applying new entries."""
+        while not stop.wait(interval):
+            try:
+                if self.ready and self.store.last_change() > self.applied_seq:
+                    self.catch_up()
+            except Exception as exc:  # the next poll tries again; reads go on meanwhile
+                log.warning("could not apply the store's new entries: %s", exc)
+
     # ---- models and experiments -------------------------------------------------------------
     def reload(self, model_dir: Path | None = None) -> Engine:
         """Load the model at `model_dir` (default: the current one, re-read) and swap it in.
@@ -288,8 +350,10 @@ class Service:
         """Any way the folder can be broken is a ModelFormatError."""
         directory = Path(model_dir) if model_dir is not None else self.model_dir
         with self.writes:
+            marks = self._log_marks()
             engine = build_engine(directory, self.store, self.settings)
             self._engine, self.model_dir = engine, directory
+            self.applied_seq, self.events_seq = marks
             self.metrics.items.set(engine.n_items)
             settle_heap()
         log.info("now serving the model at %s (%d items)", directory, engine.n_items)

@@ -3,6 +3,12 @@
 Every write method commits before it returns, so anything the service has acknowledged survives a
 crash or a power cut (SQLite runs in WAL mode with ``synchronous=FULL``). On startup the service
 replays `items()`, `users()` and `events()` to rebuild its in-memory model.
+
+Every write also appends to the `changes` table, in the same transaction: which item, user or
+events it touched, under a sequence number in commit order (writers are serialized: SQLite's
+write lock, a PostgreSQL advisory lock). That is the ordered log every serving process follows
+(`changes(since_seq)`): the rows' `updated_at` is not safe to tail, as two transactions can
+commit in the other order than their clocks.
 """
 
 from __future__ import annotations
@@ -46,19 +52,21 @@ from sqlalchemy.pool import StaticPool
 
 from warmstart.errors import WarmstartError
 
-__all__ = ["EventRecord", "ItemRecord", "Store", "StoreError", "UserRecord"]
+__all__ = ["Change", "EventRecord", "ItemRecord", "Store", "StoreError", "UserRecord"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Bumped whenever the tables change; a store refuses to open a database from another version."""
+SCHEMA_VERSION = 2
+"""Bumped whenever the tables change; a store refuses to open a database from another version
+(a version-1 database is upgraded: version 2 only adds the `changes` table)."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue up behind each other rather than fail
 _PG_CONNECT_TIMEOUT_S = 10  # an unreachable server fails startup in seconds, not minutes
 _WRITE = "warmstart_write"  # execution option: this transaction will write
 # Arbitrary constants naming PostgreSQL advisory locks (one per purpose).
 _PG_LOCK_SCHEMA = 0x5741524D_0001
-_PG_LOCK_EVENTS = 0x5741524D_0002
+_PG_LOCK_WRITES = 0x5741524D_0002  # every logged write: change seq order is commit order
+CHANGE_ITEM, CHANGE_USER, CHANGE_EVENTS = "item", "user", "events"
 
 
 class StoreError(WarmstartError, RuntimeError):
@@ -97,6 +105,16 @@ class EventRecord:
     timestamp: float | None = None
     event_id: str | None = None
     seq: int = 0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the ordered log: an item or user (by id) whose stored row changed, or
+    events stored (`key` is the newest event's seq)."""
+
+    seq: int
+    kind: str  # CHANGE_ITEM | CHANGE_USER | CHANGE_EVENTS
+    key: str
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,14 @@ events_table = Table(
     sqlite_autoincrement=True,
 )
 
+changes_table = Table(
+    "changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
 experiments_table = Table(
     "experiments",
     metadata,
@@ -257,6 +283,13 @@ class Store:
             found = conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one()
+            if found == "1":  # version 2 added the changes table, created above
+                conn.execute(
+                    update(meta_table)
+                    .where(meta_table.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+                found = str(SCHEMA_VERSION)
             if self.dialect == "sqlite":
                 mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
                 if mode != "wal" and self._serial is None:
@@ -296,8 +329,9 @@ class Store:
         }
         if not rows:
             return
-        with self._write("store items") as conn:
+        with self._logged_write("store items") as conn:
             conn.execute(_upsert(self.dialect, items_table, "item_id"), list(rows.values()))
+            self._log(conn, CHANGE_ITEM, list(rows), now)
 
     def delete_item(self, item_id: str) -> bool:
         """Mark an item deleted (kept so events about it stay meaningful); False if no change.
@@ -316,8 +350,11 @@ class Store:
             )
             .returning(items_table.c.item_id)  # a row only where it was inserted or updated
         )
-        with self._write("delete an item") as conn:
-            return conn.execute(stmt).first() is not None
+        with self._logged_write("delete an item") as conn:
+            changed = conn.execute(stmt).first() is not None
+            if changed:
+                self._log(conn, CHANGE_ITEM, [item_id], now)
+            return changed
 
     def get_item(self, item_id: str) -> ItemRecord | None:
         """One item (deleted or not), or None if it was never stored."""
@@ -353,8 +390,9 @@ class Store:
         }
         if not rows:
             return
-        with self._write("store users") as conn:
+        with self._logged_write("store users") as conn:
             conn.execute(_upsert(self.dialect, users_table, "user_id"), list(rows.values()))
+            self._log(conn, CHANGE_USER, list(rows), now)
 
     def get_user(self, user_id: str) -> UserRecord | None:
         """One user, or None if never stored."""
@@ -383,11 +421,7 @@ class Store:
             return []
         now = time.time()
         table = events_table
-        with self._write("store events") as conn:
-            if self.dialect == "postgresql":
-                # Serialize event writers so seq order is commit order: a reader that has seen
-                # seq N has seen every event with a smaller seq (`events(since_seq=N)` misses none).
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_EVENTS})
+        with self._logged_write("store events") as conn:
             new: list[bool] = []
             for ev in events:  # one statement each: keeps input order in seq and says which landed
                 stmt = _insert(self.dialect, table).values(
@@ -407,7 +441,57 @@ class Store:
                 else:
                     landed = conn.execute(stmt).rowcount == 1  # sqlite3_changes(): 0 if skipped
                 new.append(landed)
+            if any(new):
+                newest = conn.execute(select(func.max(table.c.seq))).scalar_one()
+                self._log(conn, CHANGE_EVENTS, [str(newest)], now)
         return new
+
+    # ------------------------------------------------------------------ the log
+
+    def changes(self, since_seq: int = 0, limit: int | None = None) -> list[Change]:
+        """Log entries with seq > `since_seq`, in seq (commit) order."""
+        stmt = (
+            select(changes_table.c.seq, changes_table.c.kind, changes_table.c.key)
+            .where(changes_table.c.seq > since_seq)
+            .order_by(changes_table.c.seq)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._read("read the change log") as conn:
+            return [Change(int(r.seq), r.kind, r.key) for r in conn.execute(stmt)]
+
+    def last_change(self) -> int:
+        """The newest log entry's seq (0 when the log is empty)."""
+        with self._read("read the change log") as conn:
+            found = conn.execute(select(func.max(changes_table.c.seq))).scalar_one()
+        return int(found or 0)
+
+    def last_event_seq(self) -> int:
+        """The newest event's seq (0 when there are none)."""
+        with self._read("read events") as conn:
+            found = conn.execute(select(func.max(events_table.c.seq))).scalar_one()
+        return int(found or 0)
+
+    def items_by_id(self, item_ids: Sequence[str]) -> list[ItemRecord]:
+        """The stored rows of these items (deleted ones included), in item_id order."""
+        return self._rows_by_id(items_table, items_table.c.item_id, item_ids, _item, "items")
+
+    def users_by_id(self, user_ids: Sequence[str]) -> list[UserRecord]:
+        """The stored rows of these users, in user_id order."""
+        return self._rows_by_id(users_table, users_table.c.user_id, user_ids, _user, "users")
+
+    def _rows_by_id(
+        self, table: Table, column: Any, ids: Sequence[str], row: Any, what: str
+    ) -> Any:
+        found = []
+        unique = sorted(set(ids))
+        with self._read(f"read {what}") as conn:
+            for start in range(0, len(unique), 500):  # bounded IN lists
+                part = unique[start : start + 500]
+                found += [
+                    row(r._mapping) for r in conn.execute(select(table).where(column.in_(part)))
+                ]
+        return sorted(found, key=lambda r: getattr(r, column.key))
 
     def events(self, user_id: str | None = None, since_seq: int = 0) -> list[EventRecord]:
         """Events with seq > `since_seq` (all of them, or one user's), in seq order."""
@@ -528,6 +612,24 @@ class Store:
         """A transaction that commits on success; SQLite takes the write lock at BEGIN."""
         with self._guard(action), self._writer.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def _logged_write(self, action: str) -> Iterator[Connection]:
+        """A write that appends to the change log: on PostgreSQL it first takes the writers'
+        advisory lock, so that log (and event) seq order is commit order and a process that
+        has applied seq N has seen every smaller one."""
+        with self._write(action) as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_WRITES})
+            yield conn
+
+    @staticmethod
+    def _log(conn: Connection, kind: str, keys: Sequence[str], now: float) -> None:
+        if keys:
+            conn.execute(
+                changes_table.insert(),
+                [{"kind": kind, "key": k, "created_at": now} for k in keys],
+            )
 
     @contextlib.contextmanager
     def _read(self, action: str) -> Iterator[Connection]:

@@ -50,6 +50,9 @@ bench: install
 	  $(BIN)/warmstart evaluate --dataset $$d --protocol $$p --output runs/$$d-$$p.json || exit 1; \
 	done; done
 	$(BIN)/python benchmarks/bench_fit_small.py --output runs/fit-small.json
+	$(BIN)/warmstart fit --dataset ml-100k --min-rating 4 --output runs/ml100k-model
+	$(BIN)/python benchmarks/bench_reads_during_writes.py --model runs/ml100k-model --output runs/reads-during-writes.json
+	$(BIN)/python benchmarks/bench_propagation.py --model runs/ml100k-model --output runs/propagation.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

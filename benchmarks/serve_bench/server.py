@@ -41,9 +41,16 @@ class Server:
 
 @contextlib.contextmanager
 def serving(
-    model_dir: Path, tmp: Path, extra_env: dict[str, str], timeout: float
+    model_dir: Path,
+    tmp: Path,
+    extra_env: dict[str, str],
+    timeout: float,
+    db_url: str | None = None,
+    name: str = "server",
 ) -> Iterator[Server]:
-    """`warmstart serve` in a subprocess on a fresh SQLite db and embedding cache in `tmp`."""
+    """`warmstart serve` in a subprocess on a fresh SQLite db (or `db_url`) and embedding cache
+    in `tmp`; several servers started with one `tmp` share its database and cache, as workers
+    on one machine do (`name` keeps their logs apart)."""
     import httpx
 
     port = free_port()
@@ -55,7 +62,7 @@ def serving(
         "--model",
         str(model_dir),
         "--db",
-        f"sqlite:///{tmp / 'serve.db'}",
+        db_url or f"sqlite:///{tmp / 'serve.db'}",
         "--port",
         str(port),
         "--api-key",
@@ -71,7 +78,7 @@ def serving(
         "WARMSTART_CACHE_DIR": str(tmp / "server-cache"),
         **extra_env,
     }
-    log_path = tmp / "server.log"
+    log_path = tmp / f"{name}.log"
     t0 = time.perf_counter()
     with open(log_path, "wb") as fh:
         proc = subprocess.Popen(

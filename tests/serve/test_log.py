@@ -88,3 +88,20 @@ def test_follow_applies_writes_within_its_interval(
     finally:
         stop.set()
         follower.join(10)
+
+
+def test_events_are_applied_with_the_entries_that_logged_them(
+    pair: tuple[Service, Service], data: Synthetic
+) -> None:
+    """A catch-up that stops part-way through the log applies only the events its entries
+    logged: a later event may name an item the process does not hold yet."""
+    a, b = pair
+    known = str(data.items_of(0, cold=False)[0])
+    b.add_events([EventRecord("late", known, "click")])
+    b.upsert_items([ItemRecord("y", data.group_text(0, seed=12), {})])
+    b.add_events([EventRecord("late", "y", "click")])
+    assert a.catch_up(limit=1) == 1  # the first events entry only
+    assert a.engine.user_info("late")[3] == 1
+    assert a.catch_up() == 2
+    assert a.engine.user_info("late")[3] == b.engine.user_info("late")[3] == 2
+    assert a.engine.recommend_user("late") == b.engine.recommend_user("late")

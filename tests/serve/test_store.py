@@ -454,6 +454,7 @@ def test_every_write_is_logged_in_commit_order(store: Store) -> None:
     ]
     assert [c.seq for c in log] == sorted(c.seq for c in log) and len({c.seq for c in log}) == 5
     assert store.last_change() == log[-1].seq and store.last_event_seq() == 2
+    assert [e.event_id for e in store.events(since_seq=0, through_seq=1)] == ["e1"]
     assert [c.key for c in store.changes(log[2].seq)] == ["2", "a"]
     assert [c.key for c in store.changes(0, limit=2)] == ["a", "b"]
     assert [(r.item_id, r.deleted) for r in store.items_by_id(["b", "a", "zz"])] == [

@@ -290,9 +290,12 @@ class Service:
                 return 0
             items = sorted({c.key for c in changes if c.kind == CHANGE_ITEM})
             users = sorted({c.key for c in changes if c.kind == CHANGE_USER})
+            # Only the events these entries logged: a later one may name an item whose entry
+            # is not in this batch yet, and would be skipped as unknown.
+            through = max((int(c.key) for c in changes if c.kind == CHANGE_EVENTS), default=0)
             events: list[EventRecord] = []
-            if any(c.kind == CHANGE_EVENTS for c in changes):
-                events = self.store.events(since_seq=self.events_seq)
+            if through > self.events_seq:
+                events = self.store.events(since_seq=self.events_seq, through_seq=through)
             rows = self.store.items_by_id(items) if items else []
             live = [r for r in rows if not r.deleted]
             gone = [r.item_id for r in rows if r.deleted]
@@ -306,8 +309,7 @@ class Service:
                 if events:
                     engine.add_events(events)
             self.applied_seq = changes[-1].seq
-            if events:
-                self.events_seq = max(self.events_seq, events[-1].seq)
+            self.events_seq = max(self.events_seq, through)
             self.metrics.items.set(self.engine.n_items)
         return len(changes)
 

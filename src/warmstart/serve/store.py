@@ -493,9 +493,14 @@ class Store:
                 ]
         return sorted(found, key=lambda r: getattr(r, column.key))
 
-    def events(self, user_id: str | None = None, since_seq: int = 0) -> list[EventRecord]:
-        """Events with seq > `since_seq` (all of them, or one user's), in seq order."""
+    def events(
+        self, user_id: str | None = None, since_seq: int = 0, through_seq: int | None = None
+    ) -> list[EventRecord]:
+        """Events with `since_seq` < seq <= `through_seq` (all of them, or one user's), in seq
+        order."""
         stmt = select(events_table).where(events_table.c.seq > since_seq)
+        if through_seq is not None:
+            stmt = stmt.where(events_table.c.seq <= through_seq)
         if user_id is not None:
             stmt = stmt.where(events_table.c.user_id == user_id)
         stmt = stmt.order_by(events_table.c.seq)

@@ -183,7 +183,6 @@ class Engine:
         self._graph_dir = graph_dir  # where HNSW graphs are saved and found again (None: nowhere)
         # The service's own cold-start blend weights, where the operator overrides the model's.
         self.default_blend = dict(blend or {})
-        cat.user_ids.prepare()
         self._snap = _snapshot(model, np.ones(cat.n_items, dtype=bool), moments=False)
         self._rebuild_indexes()
 

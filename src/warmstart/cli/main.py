@@ -396,6 +396,12 @@ def serve(
     ] = "sqlite:///warmstart.db",
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="processes behind the one port, each following the store"
+        ),
+    ] = 1,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="a key clients send as Bearer (repeatable)"),
@@ -484,7 +490,7 @@ def serve(
             "text_cache_bytes": text_cache_mib * 2**20,
         }
     )
-    if not serving.run(settings, host=host, port=port, level=level):
+    if not serving.run(settings, host=host, port=port, level=level, workers=workers):
         raise WarmstartError(f"the model at {model} could not be served (the log above says why)")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,35 +49,11 @@ def settings(values: Mapping[str, Any]) -> ServeSettings:
     return build_config(ServeSettings, values, OPTIONS, secret=("api_keys", "admin_keys"))
 
 
-def run(config: ServeSettings, *, host: str, port: int, level: str) -> bool:
-    """Serve until stopped; False when the model could not be loaded (the log says why)."""
-    import uvicorn
-    from threadpoolctl import threadpool_limits
+def run(config: ServeSettings, *, host: str, port: int, level: str, workers: int = 1) -> bool:
+    """Serve until stopped, in this process or in `workers` processes behind the one port;
+    False when the model could not be loaded (the log says why)."""
+    from warmstart.serve import workers as processes
 
-    from warmstart.serve.app import create_app
-    from warmstart.serve.http import server_config
-
-    # Requests run in parallel on the thread pool; a BLAS that also splits each small product
-    # over both cores spends more time spinning than computing (ML-100K, warm users at 100
-    # requests/s: 17 ms of CPU per request with 2 BLAS threads, 8 ms with 1; BENCHMARKS.md).
-    threadpool_limits(1)
-    failed = threading.Event()
-
-    def stop() -> None:
-        failed.set()
-        server.should_exit = True
-
-    application = create_app(config, on_load_failure=stop)
-    server = uvicorn.Server(
-        server_config(
-            application,
-            host=host,
-            port=port,
-            header_timeout=config.header_timeout,
-            max_header_bytes=config.max_header_bytes,
-            max_connections=config.max_connections,
-            log_level=level,
-        )
-    )
-    server.run()
-    return not failed.is_set()
+    if workers == 1:
+        return processes.serve(config, host=host, port=port, level=level)
+    return processes.serve_workers(config, host=host, port=port, level=level, workers=workers)

@@ -325,6 +325,7 @@ class Ready(_Out):
     model: str | None = None
     items: int | None = None
     detail: str | None = None
+    worker: int | None = None  # the answering process's id (`serve --workers N` runs several)
 
 
 class ErrorOut(_Out):

@@ -3,6 +3,8 @@
 `/healthz` and `/readyz` need no key, so a probe holds no secret; `/metrics` does.
 """
 
+import os
+
 from fastapi import APIRouter, Depends, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -23,7 +25,9 @@ async def readyz(service: ServiceDep, response: Response) -> s.Ready:
     """200 once the model, its indexes and the text encoder are loaded; 503 before."""
     if service.ready:
         engine = service.engine
-        return s.Ready(status="ready", model=engine.model.name, items=engine.n_items)
+        return s.Ready(
+            status="ready", model=engine.model.name, items=engine.n_items, worker=os.getpid()
+        )
     # A state, not an error: the body says which, so it is this route's to answer.
     response.status_code = 503
     response.headers["Retry-After"] = "5"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -112,3 +114,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_model_no_worker_can_serve_stops_the_server(tmp_path: Path) -> None:
+    """Workers that cannot load the model are not restarted forever: the server exits."""
+    missing = tmp_path / "no-model"
+    port = free_port()
+    cmd = [sys.executable, "-m", "warmstart.cli.main", "serve", "--model", str(missing)]
+    cmd += ["--db", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "WARMSTART_API_KEYS": "k" * 12, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert str(missing) in done.stderr

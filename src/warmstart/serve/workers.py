@@ -110,7 +110,11 @@ def _worker(config: ServeSettings, host: str, port: int, level: str, sock: socke
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("warmstart").setLevel(level.upper())
     threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
-    ok = _run(config, host=host, port=port, level=level, sock=sock)
+    try:
+        ok = _run(config, host=host, port=port, level=level, sock=sock)
+    except Exception as exc:  # the store or the model folder cannot be used: say why, once
+        log.error("cannot serve: %s", exc)
+        ok = False
     sys.exit(0 if ok else LOAD_FAILED)
 
 

@@ -114,6 +114,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="extra environment for the server (e.g. OPENBLAS_NUM_THREADS=1); repeatable",
     )
     p.add_argument("--workdir", type=Path, default=None, help="where the fitted model is kept")
+    p.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="`warmstart serve --workers N` (server CPU figures then count only the parent)",
+    )
     p.add_argument("--refit", action="store_true", help="fit even if --workdir has the model")
     p.add_argument("--fit-only", action="store_true", help="fit (or find) the model and stop")
     p.add_argument("--profile-only", type=Path, default=None, help=argparse.SUPPRESS)
@@ -196,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
-        with serving(model_dir, tmp, server_env, args.startup_timeout) as server:
+        with serving(
+            model_dir, tmp, server_env, args.startup_timeout, workers=args.server_workers
+        ) as server:
             result["server"] = {
                 "code": code_version(),
                 "argv": server.argv,

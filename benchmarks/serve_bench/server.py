@@ -47,6 +47,7 @@ def serving(
     timeout: float,
     db_url: str | None = None,
     name: str = "server",
+    workers: int = 1,
 ) -> Iterator[Server]:
     """`warmstart serve` in a subprocess on a fresh SQLite db (or `db_url`) and embedding cache
     in `tmp`; several servers started with one `tmp` share its database and cache, as workers
@@ -69,6 +70,8 @@ def serving(
         KEY,
         "--log-level",
         "warning",
+        "--workers",
+        str(workers),
     ]
     # A cache of its own: the texts the server encodes (queries, new items) stay out of the
     # user's cache, and the server starts with no shards, as a fresh deployment would.

@@ -297,6 +297,7 @@ class Service:
             if through > self.events_seq:
                 events = self.store.events(since_seq=self.events_seq, through_seq=through)
             rows = self.store.items_by_id(items) if items else []
+            profiles = self.store.users_by_id(users) if users else []
             live = [r for r in rows if not r.deleted]
             gone = [r.item_id for r in rows if r.deleted]
             for engine in self.engines():
@@ -304,8 +305,8 @@ class Service:
                     engine.upsert_items(live)
                 if gone:
                     engine.delete_items(gone)
-                if users:
-                    engine.upsert_users(self.store.users_by_id(users))
+                if profiles:
+                    engine.upsert_users(profiles)
                 if events:
                     engine.add_events(events)
             self.applied_seq = changes[-1].seq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -11,12 +12,15 @@ import pytest
 
 from tests.synthetic import Synthetic
 from warmstart.models import Recommender
+from warmstart.serve.experiments import ExperimentConflict
 from warmstart.serve.service import ServeSettings, Service, servable
-from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
+from warmstart.serve.store import EventRecord, ExperimentRecord, ItemRecord, Store, UserRecord
 
 
-def _service(model_dir: Path, url: str) -> Service:
-    settings = ServeSettings(model_dir=model_dir, db_url=url, api_keys=("k" * 12,))
+def _service(model_dir: Path, url: str, reloads_since: int | None = None) -> Service:
+    settings = ServeSettings(
+        model_dir=model_dir, db_url=url, api_keys=("k" * 12,), reloads_since=reloads_since
+    )
     service = Service(settings, Store.open(url), servable(Recommender.load(model_dir), model_dir))
     service.load()
     return service
@@ -105,3 +109,58 @@ def test_events_are_applied_with_the_entries_that_logged_them(
     assert a.catch_up() == 2
     assert a.engine.user_info("late")[3] == b.engine.user_info("late")[3] == 2
     assert a.engine.recommend_user("late") == b.engine.recommend_user("late")
+
+
+def test_a_reload_through_one_is_followed_by_the_other(
+    pair: tuple[Service, Service], model_dir: Path, tmp_path: Path
+) -> None:
+    a, b = pair
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    a.reload(other)
+    assert a.model_dir == other and b.model_dir == model_dir
+    before = b.engine
+    b.catch_up()
+    assert b.model_dir == other and b.engine is not before
+    # The reloading process's own entry does not make it load the folder a second time.
+    mine = a.engine
+    a.catch_up()
+    assert a.engine is mine
+    # A worker started later (as `--workers` starts a replacement) serves the reloaded folder.
+    late = _service(model_dir, a.settings.db_url, reloads_since=0)
+    try:
+        assert late.model_dir == other
+    finally:
+        late.store.close()
+    # A SIGHUP reaches every process itself, so its reload is not logged for the others.
+    a.reload_on_hangup()
+    assert b.catch_up() == 0
+
+
+def test_an_experiment_started_through_one_routes_on_the_other(
+    pair: tuple[Service, Service], model_dir: Path, tmp_path: Path
+) -> None:
+    a, b = pair
+    arm_model = tmp_path / "arm"
+    shutil.copytree(model_dir, arm_model)
+    arms = [
+        {"name": "base", "weight": 1.0},
+        {"name": "new", "weight": 1.0, "model": str(arm_model)},
+    ]
+    a.start_experiment(ExperimentRecord("exp-1", arms))
+    assert b.experiments.running is None
+    b.catch_up()
+    assert b.experiments.running is not None and b.experiments.running.experiment_id == "exp-1"
+    assert set(b.arm_engines) == {str(arm_model)}
+    users = [f"u{i}" for i in range(40)]
+    for user in users:  # the same arm on both, and the model arm's own engine
+        engine_a, _, tag_a = a.route(user)
+        engine_b, _, tag_b = b.route(user)
+        assert tag_a == tag_b and (engine_a is a.engine) == (engine_b is b.engine)
+        assert (engine_b is b.engine) == (tag_b is not None and tag_b.arm == "base")
+    with pytest.raises(ExperimentConflict):  # b knows one is running, even if it has not seen it
+        b.start_experiment(ExperimentRecord("exp-2", [{"name": "x", "weight": 1.0}]))
+    a.stop_experiment("exp-1")
+    b.catch_up()
+    assert b.experiments.running is None and not b.arm_engines
+    assert b.route("u1")[2] is None

@@ -68,7 +68,16 @@ class Experiments:
     def running(self) -> ExperimentRecord | None:
         return self._running
 
+    def refresh(self) -> ExperimentRecord | None:
+        """Re-read the running experiment from the store (another process may have started or
+        stopped one); returns it."""
+        running = next((e for e in self.store.experiments() if e.status == "running"), None)
+        with self._lock:
+            self._running = running
+        return running
+
     def create(self, record: ExperimentRecord) -> ExperimentRecord:
+        self.refresh()
         with self._lock:
             if self._running is not None:
                 raise ExperimentConflict(

@@ -10,11 +10,14 @@ only translate HTTP to records and back; what may go wrong is raised here as an 
 import gc
 import hmac
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from warmstart.errors import ModelFormatError, UnknownIdError
@@ -28,8 +31,11 @@ from warmstart.serve.experiments import Experiments, assign, blend_of
 from warmstart.serve.retrain import events_through
 from warmstart.serve.store import (
     CHANGE_EVENTS,
+    CHANGE_EXPERIMENT,
     CHANGE_ITEM,
+    CHANGE_MODEL,
     CHANGE_USER,
+    Change,
     EventRecord,
     ExperimentRecord,
     ItemRecord,
@@ -64,6 +70,10 @@ class ServeSettings(BaseModel):
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
     # Seconds between looks at the store's log for other processes' writes (`Service.follow`).
     follow_interval: float = Field(default=0.05, gt=0)
+    # Serve the folder of the newest model reload logged after this seq, if any, instead of
+    # `model_dir`: `--workers` sets it for its workers, so a replaced one serves what the
+    # others do. None: always start on `model_dir`.
+    reloads_since: int | None = Field(default=None, ge=0)
     # Where built HNSW graphs are kept, keyed by their content, so a restart on the same model
     # loads them instead of building (about a minute per 100,000 items). None: the warmstart
     # cache folder ($WARMSTART_CACHE_DIR, else ~/.cache/warmstart), subfolder hnsw.
@@ -91,9 +101,16 @@ class ServeSettings(BaseModel):
 
 
 class _Metrics:
-    """Prometheus metrics in a registry of the app's own (two apps in one process don't clash)."""
+    """Prometheus metrics in a registry of the app's own (two apps in one process don't clash).
+
+    Under `serve --workers N` (PROMETHEUS_MULTIPROC_DIR set by the parent) every worker writes
+    its values to files there and a scrape of any worker reports all of them: counters and
+    histograms summed over workers (dead ones included), gauges over live workers (items: the
+    largest count, text cache: the sum).
+    """
 
     def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "warmstart_requests",
@@ -112,30 +129,43 @@ class _Metrics:
             "warmstart_events_ingested", "New events stored", ["type"], registry=self.registry
         )
         self.items = Gauge(
-            "warmstart_catalogue_items", "Items that can be recommended", registry=self.registry
+            "warmstart_catalogue_items",
+            "Items that can be recommended",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.text_cache_entries = Gauge(
             "warmstart_text_cache_entries",
             "Visitor and user text vectors held in memory",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.text_cache_bytes = Gauge(
             "warmstart_text_cache_bytes",
             "Memory those vectors take (bounded by --text-cache-mib)",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
 
-    def exposition(self, engine: Engine) -> bytes:
-        """The Prometheus text format, with the gauges read off `engine` now (they drift between
-        writes: the text cache fills on reads)."""
+    def sample(self, engine: Engine) -> None:
+        """Read the gauges off `engine` now (they drift between writes: the text cache fills
+        on reads)."""
         self.items.set(engine.n_items)
         self.text_cache_entries.set(len(engine.text_cache))
         self.text_cache_bytes.set(engine.text_cache.nbytes)
-        return generate_latest(self.registry)
+
+    def exposition(self, engine: Engine) -> bytes:
+        """The Prometheus text format: this process's metrics, or every worker's."""
+        self.sample(engine)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)
+        return generate_latest(combined)
 
 
 class NotReadyError(RuntimeError):
@@ -172,6 +202,7 @@ class Service:
         # and every event up to `events_seq` (`catch_up` applies what other processes wrote).
         self.applied_seq = 0
         self.events_seq = 0
+        self._announced: set[int] = set()  # seqs of this process's own model reloads
         self.experiments = Experiments(store)
         self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
         self.metrics = _Metrics()
@@ -194,6 +225,10 @@ class Service:
         """Build the first engine, and those of a running experiment's model arms."""
         with self.writes:
             marks = self._log_marks()
+            if self.settings.reloads_since is not None:
+                reloaded = self.store.served_model(self.settings.reloads_since)
+                if reloaded is not None and Path(reloaded) != self.model_dir:
+                    self.model_dir, self._first_model = Path(reloaded), None
             engine = build_engine(self.model_dir, self.store, self.settings, self._first_model)
             running = self.experiments.running
             if running is not None:
@@ -288,6 +323,7 @@ class Service:
             changes = self.store.changes(self.applied_seq, limit=limit)
             if not changes:
                 return 0
+            self._apply_admin(changes)
             items = sorted({c.key for c in changes if c.kind == CHANGE_ITEM})
             users = sorted({c.key for c in changes if c.kind == CHANGE_USER})
             # Only the events these entries logged: a later one may name an item whose entry
@@ -309,19 +345,44 @@ class Service:
                     engine.upsert_users(profiles)
                 if events:
                     engine.add_events(events)
-            self.applied_seq = changes[-1].seq
+            self.applied_seq = max(self.applied_seq, changes[-1].seq)
             self.events_seq = max(self.events_seq, through)
             self.metrics.items.set(self.engine.n_items)
         return len(changes)
 
+    def _apply_admin(self, changes: list[Change]) -> None:
+        """Reload a model another process reloaded, and follow experiments it started or
+        stopped. A folder this process cannot load is logged and the current model kept."""
+        reloads = [c for c in changes if c.kind == CHANGE_MODEL and c.seq not in self._announced]
+        if reloads:
+            try:
+                self._reload(Path(reloads[-1].key), announce=False)
+            except Exception as exc:
+                log.error("could not reload as another process did: %s", loggable(exc))
+        if any(c.kind == CHANGE_EXPERIMENT for c in changes):
+            running = self.experiments.refresh()
+            arms = running.arms if running is not None else []
+            wanted = {str(a["model"]) for a in arms if a.get("model")}
+            for folder in set(self.arm_engines) - wanted:
+                del self.arm_engines[folder]
+            try:
+                self._load_arm_models(arms)
+            except Exception as exc:
+                log.error("could not load an experiment's model arm: %s", loggable(exc))
+
     def follow(self, stop: threading.Event, interval: float) -> None:
-        """Poll the log every `interval` seconds until `stop`, applying new entries."""
+        """Poll the log every `interval` seconds until `stop`, applying new entries (and, once
+        a second, refresh the gauges other workers' scrapes report)."""
+        sampled = 0.0
         while not stop.wait(interval):
             try:
                 if self.ready and self.store.last_change() > self.applied_seq:
                     self.catch_up()
             except Exception as exc:  # the next poll tries again; reads go on meanwhile
                 log.warning("could not apply the store's new entries: %s", exc)
+            if self.metrics.multiprocess and self.ready and time.monotonic() - sampled > 1.0:
+                self.metrics.sample(self.engine)
+                sampled = time.monotonic()
 
     # ---- models and experiments -------------------------------------------------------------
     def reload(self, model_dir: Path | None = None) -> Engine:
@@ -331,7 +392,7 @@ class Service:
         model is untouched.
         """
         try:
-            return self._reload(model_dir)
+            return self._reload(model_dir, announce=True)
         except ModelFormatError as exc:
             log.warning("reload refused; still serving the previous model: %s", exc)
             raise ModelRefused(f"model: {exc}") from exc
@@ -343,20 +404,24 @@ class Service:
             log.info("SIGHUP while the model is still loading: nothing to reload yet")
             return
         try:
-            self._reload(None)
+            self._reload(None, announce=False)  # every process got the signal
         except Exception as exc:  # a bad model folder must not take the running service down
             log.error(
                 "reload on SIGHUP failed; still serving the previous model: %s", loggable(exc)
             )
 
-    def _reload(self, model_dir: Path | None) -> Engine:
-        """Any way the folder can be broken is a ModelFormatError."""
+    def _reload(self, model_dir: Path | None, *, announce: bool) -> Engine:
+        """Any way the folder can be broken is a ModelFormatError. With `announce`, the reload
+        is logged in the store, and every other process following the log reloads too."""
         directory = Path(model_dir) if model_dir is not None else self.model_dir
         with self.writes:
             marks = self._log_marks()
             engine = build_engine(directory, self.store, self.settings)
             self._engine, self.model_dir = engine, directory
-            self.applied_seq, self.events_seq = marks
+            if announce:
+                self._announced.add(self.store.log_model(str(directory)))
+            self.applied_seq = max(self.applied_seq, marks[0])
+            self.events_seq = max(self.events_seq, marks[1])
             self.metrics.items.set(engine.n_items)
             settle_heap()
         log.info("now serving the model at %s (%d items)", directory, engine.n_items)

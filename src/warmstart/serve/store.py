@@ -67,6 +67,8 @@ _WRITE = "warmstart_write"  # execution option: this transaction will write
 _PG_LOCK_SCHEMA = 0x5741524D_0001
 _PG_LOCK_WRITES = 0x5741524D_0002  # every logged write: change seq order is commit order
 CHANGE_ITEM, CHANGE_USER, CHANGE_EVENTS = "item", "user", "events"
+# What is served: a model folder reloaded (key: the folder), an experiment started or stopped.
+CHANGE_MODEL, CHANGE_EXPERIMENT = "model", "experiment"
 
 
 class StoreError(WarmstartError, RuntimeError):
@@ -109,11 +111,12 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class Change:
-    """One entry of the ordered log: an item or user (by id) whose stored row changed, or
-    events stored (`key` is the newest event's seq)."""
+    """One entry of the ordered log: an item or user (by id) whose stored row changed, events
+    stored (`key` is the newest event's seq), a model folder reloaded (`key` is the folder) or
+    an experiment started or stopped (`key` is its id)."""
 
     seq: int
-    kind: str  # CHANGE_ITEM | CHANGE_USER | CHANGE_EVENTS
+    kind: str  # CHANGE_ITEM | CHANGE_USER | CHANGE_EVENTS | CHANGE_MODEL | CHANGE_EXPERIMENT
     key: str
 
 
@@ -532,7 +535,7 @@ class Store:
 
     def create_experiment(self, experiment: ExperimentRecord) -> bool:
         """Store a new experiment, starting after the newest event; False if the id exists."""
-        with self._write("create an experiment") as conn:
+        with self._logged_write("create an experiment") as conn:
             last = conn.execute(select(func.max(events_table.c.seq))).scalar()
             stmt = (
                 _insert(self.dialect, experiments_table)
@@ -546,7 +549,10 @@ class Store:
                 .on_conflict_do_nothing(index_elements=[experiments_table.c.experiment_id])
                 .returning(experiments_table.c.experiment_id)
             )
-            return conn.execute(stmt).first() is not None
+            created = conn.execute(stmt).first() is not None
+            if created:
+                self._log(conn, CHANGE_EXPERIMENT, [experiment.experiment_id], time.time())
+            return created
 
     def set_experiment_status(self, experiment_id: str, status: str) -> bool:
         stmt = (
@@ -555,8 +561,31 @@ class Store:
             .values(status=status)
             .returning(experiments_table.c.experiment_id)
         )
-        with self._write("change an experiment") as conn:
-            return conn.execute(stmt).first() is not None
+        with self._logged_write("change an experiment") as conn:
+            changed = conn.execute(stmt).first() is not None
+            if changed:
+                self._log(conn, CHANGE_EXPERIMENT, [experiment_id], time.time())
+            return changed
+
+    def log_model(self, folder: str) -> int:
+        """Log that `folder` is now the served model (every process following the log reloads
+        it); returns the entry's seq."""
+        with self._logged_write("log a model reload") as conn:
+            self._log(conn, CHANGE_MODEL, [folder], time.time())
+            return int(conn.execute(select(func.max(changes_table.c.seq))).scalar_one())
+
+    def served_model(self, since_seq: int) -> str | None:
+        """The folder of the newest model entry after `since_seq`, if any."""
+        t = changes_table
+        stmt = (
+            select(t.c.key)
+            .where(t.c.seq > since_seq, t.c.kind == CHANGE_MODEL)
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        with self._read("read the change log") as conn:
+            found = conn.execute(stmt).scalar()
+        return None if found is None else str(found)
 
     def experiments(self) -> list[ExperimentRecord]:
         """Every experiment, oldest first."""

@@ -19,9 +19,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -29,9 +31,11 @@ from types import FrameType
 
 from warmstart.errors import WarmstartError
 from warmstart.serve.service import ServeSettings
+from warmstart.serve.store import Store
 
 log = logging.getLogger("warmstart.serve")
 
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOAD_FAILED = 2  # a worker's exit status when the model could not be served
 _RESTART_PAUSE = 1.0  # seconds between restarts of workers that keep dying
 
@@ -44,11 +48,16 @@ def serve(config: ServeSettings, *, host: str, port: int, level: str) -> bool:
 def serve_workers(config: ServeSettings, *, host: str, port: int, level: str, workers: int) -> bool:
     """Serve with `workers` processes on one port until SIGTERM or SIGINT; False when the model
     could not be loaded."""
+    if config.reloads_since is None:
+        # A model reloaded from now on is what every worker started later must serve too.
+        with Store.open(config.db_url) as store:
+            config = config.model_copy(update={"reloads_since": store.last_change()})
     try:
         sock = socket.create_server((host, port), backlog=2048)
     except OSError as exc:
         raise WarmstartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
+    metrics_dir = _metrics_dir()
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     procs: list[BaseProcess] = []
@@ -84,6 +93,7 @@ def serve_workers(config: ServeSettings, *, host: str, port: int, level: str, wo
                     stopping.set()
                     break
                 log.warning("worker %d exited with %s; starting another", p.pid, p.exitcode)
+                _forget(p)
                 time.sleep(_RESTART_PAUSE)
                 procs[j] = start()
     finally:
@@ -98,7 +108,30 @@ def serve_workers(config: ServeSettings, *, host: str, port: int, level: str, wo
         sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop(_METRICS_ENV, None)
     return not failed
+
+
+def _metrics_dir() -> str | None:
+    """Where the workers write their Prometheus values (prometheus_client's multiprocess
+    mode), so a scrape of any worker reports all; a new folder, removed at exit, unless
+    PROMETHEUS_MULTIPROC_DIR names one already (then it is the caller's to empty)."""
+    if os.environ.get(_METRICS_ENV):
+        return None
+    folder = tempfile.mkdtemp(prefix="warmstart-metrics-")
+    os.environ[_METRICS_ENV] = folder  # spawned workers inherit it
+    return folder
+
+
+def _forget(p: BaseProcess) -> None:
+    """Drop a dead worker's live gauges (its counters still count)."""
+    from prometheus_client import multiprocess
+
+    if p.pid is not None:
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(p.pid)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.serve.test_serve import AUTH, KEY, serving, start_server
 from tests.synthetic import Synthetic
 from warmstart.models import Recommender
 from warmstart.serve.experiments import ExperimentConflict
@@ -56,8 +58,11 @@ def test_a_write_through_one_is_applied_by_the_other(
         assert a.engine.recommend_user(user) == b.engine.recommend_user(user)
     assert a.engine.recommend_profile(text, None, []) == b.engine.recommend_profile(text, None, [])
     assert b.catch_up() == 0 and b.applied_seq == a.store.last_change()
-    # The writer's own entries come back through the log and change nothing.
+    # The writer counts its own entries applied when nothing else lies between them.
+    assert a.applied_seq == a.store.last_change() and a.catch_up() == 0
+    # Entries applied again (as after a crash between two marks) change nothing.
     before = a.engine.snapshot
+    a.applied_seq = 0
     assert a.catch_up() == 4
     assert a.engine.snapshot is before
 
@@ -164,3 +169,66 @@ def test_an_experiment_started_through_one_routes_on_the_other(
     b.catch_up()
     assert b.experiments.running is None and not b.arm_engines
     assert b.route("u1")[2] is None
+
+
+def test_a_client_reads_its_write_anywhere_by_its_seq(
+    model_dir: Path, url: str, data: Synthetic
+) -> None:
+    """X-Warmstart-Seq: a write's response names its log entry, and a read on another process
+    that is sent it waits until that process has applied it."""
+    seq_header = "X-Warmstart-Seq"
+    item = {"item_id": "mine", "text": data.group_text(2, seed=4)}
+    profile = {"item_ids": ["mine"], "k": 3}
+    # The reader polls the log only every 10 minutes: only the header makes it catch up.
+    with (
+        serving(model_dir, url) as writer,
+        serving(model_dir, url, follow_interval=600.0) as reader,
+    ):
+        r = writer.post("/v1/items", headers=AUTH, json={"items": [item]})
+        assert r.status_code == 200
+        seq = int(r.headers[seq_header])
+        assert seq > 0
+        # The writer's own reads reflect it at once, and say so.
+        r = writer.post("/v1/recommendations", headers=AUTH, json=profile)
+        assert r.status_code == 200 and int(r.headers[seq_header]) >= seq
+        r = reader.post("/v1/recommendations", headers=AUTH, json=profile)
+        assert r.status_code == 404  # not applied here yet
+        r = reader.post("/v1/recommendations", headers={**AUTH, seq_header: str(seq)}, json=profile)
+        assert r.status_code == 200 and int(r.headers[seq_header]) >= seq
+        # A seq no write was acknowledged with, and one that is not a number: 422 naming it.
+        for bad in (str(seq + 1000), "soon"):
+            r = reader.get("/v1/users/u1/recommendations", headers={**AUTH, seq_header: bad})
+            assert r.status_code == 422 and seq_header.lower() in r.text.lower(), r.text
+
+
+def test_a_seq_not_applied_in_time_is_503(
+    model_dir: Path, tmp_path: Path, data: Synthetic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmstart.serve.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'seq.db'}"
+    with serving(model_dir, url) as writer:
+        r = writer.post("/v1/users", headers=AUTH, json={"users": [{"user_id": "u", "text": "x"}]})
+        seq = int(r.headers["X-Warmstart-Seq"])
+    settings = ServeSettings(
+        model_dir=model_dir,
+        db_url=url,
+        api_keys=(KEY,),  # type: ignore[arg-type]
+        follow_interval=600.0,
+        seq_wait=0.2,
+    )
+    app = create_app(settings)
+    stuck = app.state.service
+    monkeypatch.setattr(stuck, "catch_up", lambda limit=10_000: 0)  # a store that lags
+    server, base = start_server(app, settings)
+    try:
+        stuck.applied_seq = 0
+        r = httpx.get(
+            f"{base}/v1/users/u/recommendations",
+            headers={**AUTH, "X-Warmstart-Seq": str(seq)},
+        )
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "X-Warmstart-Seq" in r.json()["detail"]
+    finally:
+        server.should_exit = True
+        server.thread.join(timeout=10)  # type: ignore[attr-defined]

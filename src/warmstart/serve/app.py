@@ -25,7 +25,14 @@ from warmstart.errors import UnknownIdError
 from warmstart.models.base import Recommender
 from warmstart.registry import load_model as load_any_model
 from warmstart.serve import schemas as s
-from warmstart.serve.deps import AdminKeyRequired, KeyRequired, TooManyEntries
+from warmstart.serve.deps import (
+    SEQ_HEADER,
+    AdminKeyRequired,
+    KeyRequired,
+    SeqNotReached,
+    SeqUnknown,
+    TooManyEntries,
+)
 from warmstart.serve.edge import Edge
 from warmstart.serve.engine import NoTextError
 from warmstart.serve.experiments import ExperimentConflict
@@ -163,6 +170,7 @@ _MESSAGE_ERRORS: dict[type[Exception], tuple[int, dict[str, str] | None]] = {
     ExperimentConflict: (409, None),
     TooManyEntries: (413, None),
     ModelRefused: (422, None),
+    SeqNotReached: (503, {"Retry-After": "1"}),
 }
 
 
@@ -180,6 +188,11 @@ def _install_errors(app: FastAPI) -> None:
 
     for error, (status, headers) in _MESSAGE_ERRORS.items():
         app.add_exception_handler(error, _message_handler(status, headers))
+
+    @app.exception_handler(SeqUnknown)
+    async def unknown_seq(request: Request, exc: SeqUnknown) -> JSONResponse:
+        error = {"loc": ["header", SEQ_HEADER], "msg": str(exc), "type": "value_error"}
+        return _detail(422, [error])
 
     @app.exception_handler(NoTextError)
     async def no_text(request: Request, exc: NoTextError) -> JSONResponse:

@@ -6,9 +6,10 @@ defined once, at import. The dependencies are async: they only read memory, and 
 would cost every request a hop to a worker thread.
 """
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from warmstart.serve import schemas as s
@@ -30,6 +31,18 @@ class TooManyEntries(Exception):
 
     def __init__(self, field: str, entries: int, limit: int) -> None:
         super().__init__(f"{field}: {entries} entries, at most {limit} per request")
+
+
+SEQ_HEADER = "X-Warmstart-Seq"
+
+
+class SeqNotReached(Exception):
+    """A request's X-Warmstart-Seq was not applied here within `seq_wait` (503, retry)."""
+
+
+class SeqUnknown(Exception):
+    """A request's X-Warmstart-Seq is past the store's newest log entry (422): no write was
+    acknowledged with it, e.g. it came from a server on another database."""
 
 
 def service_of(request: Request) -> Service:
@@ -60,6 +73,37 @@ async def require_key(service: ServiceDep, credentials: Credentials) -> None:
 async def require_admin(service: ServiceDep, credentials: Credentials) -> None:
     if not service.is_admin(_token(credentials)):
         raise AdminKeyRequired("this route needs an admin key (start the server with --admin-key)")
+
+
+SeqHeader = Annotated[
+    int | None,
+    Header(
+        alias=SEQ_HEADER,
+        ge=0,
+        le=2**63 - 1,
+        description=(
+            "Answer only once this process has applied the store's log through this seq (the "
+            "X-Warmstart-Seq of a write's response), waiting up to `seq_wait` seconds"
+        ),
+    ),
+]
+
+
+async def log_position(service: ServiceDep, response: Response, seq: SeqHeader = None) -> None:
+    """Wait for the client's X-Warmstart-Seq, if any; the response says what it reflects
+    (a write overrides it with its own entry's seq)."""
+    if seq is not None and service.applied_seq < seq:
+        newest = await asyncio.to_thread(service.store.last_change)
+        if seq > newest:
+            raise SeqUnknown(
+                f"{SEQ_HEADER}: {seq} is past this store's newest log entry ({newest})"
+            )
+        if not await asyncio.to_thread(service.wait_for, seq, service.settings.seq_wait):
+            raise SeqNotReached(
+                f"{SEQ_HEADER}: this process has applied the log through "
+                f"{service.applied_seq}, not yet {seq}; retry"
+            )
+    response.headers[SEQ_HEADER] = str(service.applied_seq)
 
 
 async def max_batch(service: ServiceDep) -> int:
@@ -93,7 +137,9 @@ StrictJSONRoute = strict_json_route(lambda request: service_of(request).settings
 def keyed_router() -> APIRouter:
     """A router whose routes need a key and parse JSON bodies strictly (see `edge`)."""
     return APIRouter(
-        dependencies=[Depends(require_key)], responses=KEYED, route_class=StrictJSONRoute
+        dependencies=[Depends(require_key), Depends(log_position)],
+        responses=KEYED,
+        route_class=StrictJSONRoute,
     )
 
 

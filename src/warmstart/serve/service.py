@@ -70,6 +70,8 @@ class ServeSettings(BaseModel):
     exact_below: int = Field(default=20_000, ge=0)  # catalogues smaller than this: exact search
     # Seconds between looks at the store's log for other processes' writes (`Service.follow`).
     follow_interval: float = Field(default=0.05, gt=0)
+    # Seconds a request naming a seq (X-Warmstart-Seq) waits for this process to apply it.
+    seq_wait: float = Field(default=1.0, ge=0)
     # Serve the folder of the newest model reload logged after this seq, if any, instead of
     # `model_dir`: `--workers` sets it for its workers, so a replaced one serves what the
     # others do. None: always start on `model_dir`.
@@ -265,6 +267,7 @@ class Service:
             created, updated = engine.upsert_items(records, rendered)
             for other in self.arm_engines.values():
                 other.upsert_items(records)
+            self._advance()
             self.metrics.items.set(engine.n_items)
         log.info("upserted %d items (%d new)", len(records), len(created))
         return created, updated
@@ -277,6 +280,7 @@ class Service:
             self.store.delete_item(item_id)
             for each in self.engines():
                 each.delete_item(item_id)
+            self._advance()
             self.metrics.items.set(engine.n_items)
 
     def upsert_users(self, records: list[UserRecord]) -> None:
@@ -284,6 +288,7 @@ class Service:
             self.store.upsert_users(records)
             for engine in self.engines():
                 engine.upsert_users(records)
+            self._advance()
 
     def add_events(self, records: list[EventRecord]) -> int:
         """Store the events and fold them into their users' histories; how many were new.
@@ -300,9 +305,34 @@ class Service:
             new = [r for r, f in zip(records, fresh, strict=True) if f]
             for each in self.engines():
                 each.add_events(new)
+            self._advance()
         for r in new:
             self.metrics.events.labels(r.type).inc()
         return len(new)
+
+    def written_seq(self) -> int:
+        """The log seq of the calling thread's last write: a read anywhere that has applied
+        it reflects that write (the client's X-Warmstart-Seq)."""
+        return self.store.logged()[1]
+
+    def _advance(self) -> None:
+        """After this thread's write reached every engine: when nothing of another process's
+        lies between what was applied and this write's log entries, those are applied now."""
+        before, after = self.store.logged()
+        if before <= self.applied_seq:
+            self.applied_seq = max(self.applied_seq, after)
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Apply the log until `seq` is applied (True), for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.applied_seq < seq:
+            self.catch_up()
+            if self.applied_seq >= seq:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     # ---- other processes' writes: the store's log ------------------------------------------
     def _log_marks(self) -> tuple[int, int]:

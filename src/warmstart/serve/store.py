@@ -229,6 +229,7 @@ class Store:
         self._display_url = display_url
         self._secrets = [s for s in secrets if len(s) >= 4]  # shorter would mangle messages
         self._closed = False
+        self._local = threading.local()
         # An in-memory SQLite database lives in one shared connection: serialize its users.
         self._serial: threading.RLock | None = (
             threading.RLock() if isinstance(engine.pool, StaticPool) else None
@@ -652,10 +653,21 @@ class Store:
         """A write that appends to the change log: on PostgreSQL it first takes the writers'
         advisory lock, so that log (and event) seq order is commit order and a process that
         has applied seq N has seen every smaller one."""
+        newest = select(func.coalesce(func.max(changes_table.c.seq), 0))
         with self._write(action) as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_WRITES})
+            before = int(conn.execute(newest).scalar_one())
             yield conn
+            after = int(conn.execute(newest).scalar_one())
+        self._local.logged = (before, after)
+
+    def logged(self) -> tuple[int, int]:
+        """(before, after) of this thread's last logged write: the log's newest seq when it
+        began, and when it committed; the entries in between are all that write's (none when
+        they are equal). (0, 0) before any."""
+        logged: tuple[int, int] = getattr(self._local, "logged", (0, 0))
+        return logged
 
     @staticmethod
     def _log(conn: Connection, kind: str, keys: Sequence[str], now: float) -> None:

@@ -1,14 +1,25 @@
 """Interactions: what users viewed, clicked, bought or rated, folded in as they arrive."""
 
+from fastapi import Response
+
 from warmstart.serve import schemas as s
-from warmstart.serve.deps import NOT_FOUND, MaxBatch, ServiceDep, check_batch, keyed_router
+from warmstart.serve.deps import (
+    NOT_FOUND,
+    SEQ_HEADER,
+    MaxBatch,
+    ServiceDep,
+    check_batch,
+    keyed_router,
+)
 from warmstart.serve.store import EventRecord
 
 router = keyed_router()
 
 
 @router.post("/v1/events", response_model=s.EventsOut, responses=NOT_FOUND)
-def add_events(body: s.EventsIn, service: ServiceDep, max_batch: MaxBatch) -> s.EventsOut:
+def add_events(
+    body: s.EventsIn, service: ServiceDep, max_batch: MaxBatch, response: Response
+) -> s.EventsOut:
     check_batch(len(body.events), max_batch, "events")
     records = [
         EventRecord(
@@ -22,4 +33,5 @@ def add_events(body: s.EventsIn, service: ServiceDep, max_batch: MaxBatch) -> s.
         for e in body.events
     ]
     accepted = service.add_events(records)
+    response.headers[SEQ_HEADER] = str(service.written_seq())
     return s.EventsOut(accepted=accepted, duplicates=len(records) - accepted)

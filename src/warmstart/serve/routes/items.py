@@ -1,21 +1,34 @@
 """The catalogue: items added, edited and deleted while the service runs."""
 
+from fastapi import Response
+
 from warmstart.serve import schemas as s
-from warmstart.serve.deps import NOT_FOUND, MaxBatch, ServiceDep, check_batch, keyed_router
+from warmstart.serve.deps import (
+    NOT_FOUND,
+    SEQ_HEADER,
+    MaxBatch,
+    ServiceDep,
+    check_batch,
+    keyed_router,
+)
 from warmstart.serve.store import ItemRecord
 
 router = keyed_router()
 
 
 @router.post("/v1/items", response_model=s.ItemsOut)
-def upsert_items(body: s.ItemsIn, service: ServiceDep, max_batch: MaxBatch) -> s.ItemsOut:
+def upsert_items(
+    body: s.ItemsIn, service: ServiceDep, max_batch: MaxBatch, response: Response
+) -> s.ItemsOut:
     check_batch(len(body.items), max_batch, "items")
     records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
     created, updated = service.upsert_items(records)
+    response.headers[SEQ_HEADER] = str(service.written_seq())
     return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
 
 @router.delete("/v1/items/{item_id}", responses=NOT_FOUND)
-def delete_item(item_id: s.PathId, service: ServiceDep) -> dict[str, str]:
+def delete_item(item_id: s.PathId, service: ServiceDep, response: Response) -> dict[str, str]:
     service.delete_item(item_id)
+    response.headers[SEQ_HEADER] = str(service.written_seq())
     return {"deleted": item_id}

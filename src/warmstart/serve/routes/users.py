@@ -1,17 +1,29 @@
 """Users' own text and attributes, and what the service knows of each."""
 
+from fastapi import Response
+
 from warmstart.serve import schemas as s
-from warmstart.serve.deps import NOT_FOUND, MaxBatch, ServiceDep, check_batch, keyed_router
+from warmstart.serve.deps import (
+    NOT_FOUND,
+    SEQ_HEADER,
+    MaxBatch,
+    ServiceDep,
+    check_batch,
+    keyed_router,
+)
 from warmstart.serve.store import UserRecord
 
 router = keyed_router()
 
 
 @router.post("/v1/users", response_model=s.UsersOut)
-def upsert_users(body: s.UsersIn, service: ServiceDep, max_batch: MaxBatch) -> s.UsersOut:
+def upsert_users(
+    body: s.UsersIn, service: ServiceDep, max_batch: MaxBatch, response: Response
+) -> s.UsersOut:
     check_batch(len(body.users), max_batch, "users")
     records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
     service.upsert_users(records)
+    response.headers[SEQ_HEADER] = str(service.written_seq())
     return s.UsersOut(upserted=len(records))
 
 

@@ -48,6 +48,6 @@ def model_class(name: str) -> type[Recommender]:
         ) from None
 
 
-def load_model(directory: str | Path) -> Recommender:
+def load_model(directory: str | Path, *, mmap: bool = False) -> Recommender:
     """A saved model of any kind: every class is registered once this module is imported."""
-    return Recommender.load(directory)
+    return Recommender.load(directory, mmap=mmap)

@@ -373,19 +373,20 @@ class ModelContract:
     ) -> None:
         path = model.save(tmp_path / "model")
         assert (path / "model.json").is_file()
-        loaded = Recommender.load(path)
-        assert type(loaded) is type(model)
-        assert loaded.config == model.config
-        users = [*data.warm_users, *sorted(data.cold_user_ids)]
-        a, b = model.recommend(users, k=10), loaded.recommend(users, k=10)
-        assert np.array_equal(a.items, b.items)
-        assert np.array_equal(a.scores, b.scores)
-        assert list(a.item_ids.ravel()) == list(b.item_ids.ravel())
-        assert a.routes == b.routes
-        items = data.items_of(0)[:2] + data.items_of(1)[:2]
-        sa, sb = model.similar_items(items, k=8), loaded.similar_items(items, k=8)
-        assert np.array_equal(sa.items, sb.items)
-        assert np.array_equal(sa.scores, sb.scores)
+        for mmap in (False, True):  # arrays read, or mapped read-only (as the service does)
+            loaded = Recommender.load(path, mmap=mmap)
+            assert type(loaded) is type(model)
+            assert loaded.config == model.config
+            users = [*data.warm_users, *sorted(data.cold_user_ids)]
+            a, b = model.recommend(users, k=10), loaded.recommend(users, k=10)
+            assert np.array_equal(a.items, b.items)
+            assert np.array_equal(a.scores, b.scores)
+            assert list(a.item_ids.ravel()) == list(b.item_ids.ravel())
+            assert a.routes == b.routes
+            items = data.items_of(0)[:2] + data.items_of(1)[:2]
+            sa, sb = model.similar_items(items, k=8), loaded.similar_items(items, k=8)
+            assert np.array_equal(sa.items, sb.items)
+            assert np.array_equal(sa.scores, sb.scores)
         # the class's own load works too; a different class refuses
         assert type(model).load(path).config == model.config
         other = next(k for k in MODELS.values() if k is not type(model))

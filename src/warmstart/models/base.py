@@ -523,7 +523,7 @@ class Recommender(ABC):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> Recommender:
+    def load(cls, directory: str | Path, *, mmap: bool = False) -> Recommender:
         """Load a saved model; `Recommender.load` picks the class named in model.json among those
         imported (`warmstart.registry.load_model` imports them all).
 
@@ -531,10 +531,15 @@ class Recommender(ABC):
         shape, arrays that do not fit the catalogue or each other) is a `ModelFormatError`
         naming the folder and what is wrong. What the folder says never decides where warmstart
         writes: the embedding cache folder is the caller's choice, not the config's.
+
+        With `mmap`, the model's arrays are copy-on-write memory maps of `state.npz` (the
+        service does this, so that N worker processes share one copy in the page cache).
+        Every writer of a model folder replaces it by renaming, so a mapped file is never
+        changed under a running process.
         """
         directory = Path(directory)
         try:
-            model = cls._load(directory)
+            model = cls._load(directory, mmap)
             model._check_state()
         except ModelFormatError as exc:
             if str(directory) in str(exc):
@@ -553,7 +558,7 @@ class Recommender(ABC):
         return model
 
     @classmethod
-    def _load(cls, directory: Path) -> Recommender:
+    def _load(cls, directory: Path, mmap: bool) -> Recommender:
         meta_path = directory / "model.json"
         if not meta_path.is_file():
             raise ModelFormatError(f"{directory} is not a saved warmstart model (no model.json)")
@@ -589,7 +594,7 @@ class Recommender(ABC):
         model = klass(**config)
         state = directory / "state.npz"
         try:
-            arrays = read_npz(state)
+            arrays = read_npz(state, mmap=mmap)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelFormatError(
                 f"{state}: missing or damaged ({type(exc).__name__}: {exc})"

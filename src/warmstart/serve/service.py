@@ -523,8 +523,9 @@ def loggable(exc: BaseException) -> str:
 
 
 def load_model(model_dir: Path) -> ServableModel:
-    """The saved model the service can serve; ModelFormatError for anything else."""
-    return servable(load_any_model(model_dir), model_dir)
+    """The saved model the service can serve, its arrays memory-mapped (workers share them);
+    ModelFormatError for anything else."""
+    return servable(load_any_model(model_dir, mmap=True), model_dir)
 
 
 def servable(model: Recommender, model_dir: Path) -> ServableModel:

@@ -181,3 +181,34 @@ def test_concurrent_reads_answer_as_serial_ones(
     for answers, explanations in results:
         assert answers == expected
         assert explanations == explained
+
+
+def test_the_served_model_maps_its_arrays_from_the_folder(model_dir: Path, tmp_path: Path) -> None:
+    """Workers share one copy of the model's arrays: the page cache's, not one each."""
+    from warmstart.serve.app import ServeSettings, create_app
+
+    settings = ServeSettings(
+        model_dir=model_dir,
+        db_url=f"sqlite:///{tmp_path / 'm.db'}",
+        api_keys=("k" * 12,),  # type: ignore[arg-type]
+    )
+    app = create_app(settings)
+    service = app.state.service
+    try:
+        service.load()
+        model = service.engine.model
+        for name in model.saved_arrays:
+            array = getattr(model, name)
+            if isinstance(array, np.ndarray) and array.size > 1 and array.dtype != object:
+                assert _mapped(array), f"{name} is a copy, not a map of state.npz"
+    finally:
+        service.store.close()
+
+
+def _mapped(array: np.ndarray) -> bool:
+    base: Any = array
+    while base is not None:
+        if isinstance(base, np.memmap):
+            return True
+        base = getattr(base, "base", None)
+    return False

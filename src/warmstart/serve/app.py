@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse
 from warmstart import __version__
 from warmstart.errors import UnknownIdError
 from warmstart.models.base import Recommender
-from warmstart.registry import load_model as load_any_model
 from warmstart.serve import schemas as s
 from warmstart.serve.deps import (
     SEQ_HEADER,
@@ -81,8 +80,9 @@ def create_app(
     store = Store.open(settings.db_url)
     try:
         if model is None:
-            model = load_any_model(settings.model_dir)
-        first = servable(model, settings.model_dir)
+            first = load_model(settings.model_dir)  # arrays mapped, as every reload maps them
+        else:
+            first = servable(model, settings.model_dir)
     except BaseException:
         store.close()
         raise

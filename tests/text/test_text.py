@@ -338,6 +338,22 @@ def test_memory_cache_encodes_each_text_once_and_evicts_the_oldest(tmp_path: Pat
         MemoryCachedEncoder(inner, max_texts=0)
 
 
+def test_memory_cache_sends_queries_to_their_own_encoder(tmp_path: Path) -> None:
+    """Texts outside `persisting()` (visitors' sentences) go to `queries`; catalogue texts
+    (inside it) to the model's encoder and its disk cache."""
+    items, queries = CountingEncoder("items"), CountingEncoder("queries")
+    memo = MemoryCachedEncoder(CachedEncoder(items, tmp_path), queries=queries)
+    assert memo.name == "items"  # the space is the model encoder's
+    memo.encode(["a visitor's sentence"])
+    with memo.persisting():
+        memo.encode(["an item's text"])
+    assert queries.seen == ["a visitor's sentence"] and items.seen == ["an item's text"]
+    memo.warm_up()
+    assert queries.seen[-1] == items.seen[-1] == "warm-up"
+    with pytest.raises(ValueError, match="16-d"):
+        MemoryCachedEncoder(items, queries=CountingEncoder(dim=16))
+
+
 def test_memory_cache_is_bounded_in_bytes_and_keeps_no_text() -> None:
     """Each entry costs the same however long its text (the text's hash is the key), and
     `nbytes` stays within `max_bytes`."""

@@ -456,6 +456,13 @@ def serve(
         int,
         typer.Option("--text-cache-mib", min=1, help="memory for cached visitor text vectors"),
     ] = 64,
+    query_encoder: Annotated[
+        str,
+        typer.Option(
+            "--query-encoder",
+            help="visitors' sentences: auto (int8 ONNX MiniLM if it agrees and is faster) | fp32",
+        ),
+    ] = "auto",
 ) -> None:
     """Serve recommendations over HTTP; keys from --api-key or $WARMSTART_API_KEYS (comma-separated).
 
@@ -488,6 +495,7 @@ def serve(
             "body_timeout": body_timeout,
             "max_connections": max_connections,
             "text_cache_bytes": text_cache_mib * 2**20,
+            "query_encoder": query_encoder,
         }
     )
     if not serving.run(settings, host=host, port=port, level=level, workers=workers):

@@ -27,6 +27,7 @@ OPTIONS: dict[str, str] = {
     "body_timeout": "--body-timeout",
     "max_connections": "--max-connections",
     "text_cache_bytes": "--text-cache-mib",
+    "query_encoder": "--query-encoder",
 }
 
 

@@ -156,6 +156,35 @@ def export_onnx(
     return directory
 
 
+def base_onnx(cache_dir: str | Path) -> Path:
+    """The packaged MiniLM itself (no fine-tuning) exported by `export_onnx`, once per cache
+    folder and recipe: `cache_dir/onnx/<name>-<recipe>`.
+
+    Exporting takes about 25 s; processes starting together (`serve --workers N`) take a file
+    lock, so one exports and the others load what it wrote.
+    """
+    import fcntl
+
+    from warmstart.finetune.config import FineTuneConfig
+    from warmstart.text.encoders import MiniLMEncoder
+
+    name = MiniLMEncoder().name
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+    folder = Path(cache_dir) / "onnx" / f"{slug}-{INT8_RECIPE}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / META).is_file():
+            log.info("exporting %s to int8 ONNX in %s (once)", name, folder)
+            # The top layer "trainable" but untrained: the tower is MiniLM's own weights.
+            tower = TextTower(FineTuneConfig(method="top", layers=1))
+            export_onnx(tower, folder, name=name, max_length=_MINILM_MAX_LENGTH)
+    return folder
+
+
+_MINILM_MAX_LENGTH = 256  # what sentence-transformers truncates all-MiniLM-L6-v2's input to
+
+
 # ---- fp32 export ------------------------------------------------------------------------------
 def _pooled(model: Any) -> Any:
     """The transformer plus mean pooling and L2 normalisation, as one exportable module."""

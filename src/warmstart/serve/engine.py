@@ -52,6 +52,7 @@ from warmstart.models.hybrid import ColdBlend
 from warmstart.models.servable import ServableModel
 from warmstart.serve.store import EventRecord, ItemRecord, Store, UserRecord
 from warmstart.text.cache import MemoryCachedEncoder
+from warmstart.text.core import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +162,20 @@ class Engine:
         graph_dir: Path | None = None,
         text_cache_texts: int = 20_000,
         text_cache_bytes: int = 64 * 2**20,
+        query_encoder: TextEncoder | None = None,
     ) -> None:
         if not isinstance(model, ServableModel):
             raise TypeError(
                 f"the service needs a 'warmstart' or 'warmstart-ft' model, not {model.name!r}: "
                 "other models cannot place new items or users by their text"
             )
-        # Visitors' and users' texts are cached in memory only; items also on disk (see the class).
+        # Visitors' and users' texts are cached in memory only, and encoded by `query_encoder`
+        # when given; items by the model's encoder, and also cached on disk (see the class).
         self._encoder = MemoryCachedEncoder(
-            model.encoder, max_texts=text_cache_texts, max_bytes=text_cache_bytes
+            model.encoder,
+            max_texts=text_cache_texts,
+            max_bytes=text_cache_bytes,
+            queries=query_encoder,
         )
         model.set_encoder(self._encoder)
         self._writes = threading.RLock()

@@ -326,6 +326,8 @@ class Ready(_Out):
     items: int | None = None
     detail: str | None = None
     worker: int | None = None  # the answering process's id (`serve --workers N` runs several)
+    # What encodes visitors' and users' sentences (`--query-encoder`; items: the model's own)
+    query_encoder: str | None = None
 
 
 class ErrorOut(_Out):

@@ -28,6 +28,7 @@ from warmstart.serve import schemas as s
 from warmstart.serve.edge import describe
 from warmstart.serve.engine import Engine
 from warmstart.serve.experiments import Experiments, assign, blend_of
+from warmstart.serve.queries import QueryEncoding, query_encoder
 from warmstart.serve.retrain import events_through
 from warmstart.serve.store import (
     CHANGE_EVENTS,
@@ -80,6 +81,9 @@ class ServeSettings(BaseModel):
     # loads them instead of building (about a minute per 100,000 items). None: the warmstart
     # cache folder ($WARMSTART_CACHE_DIR, else ~/.cache/warmstart), subfolder hnsw.
     index_cache: Path | None = None
+    # Visitors' and users' sentences: int8 ONNX MiniLM when it agrees with the model's fp32
+    # encoder and is faster (`auto`, checked at load; see `warmstart.serve.queries`), or fp32.
+    query_encoder: QueryEncoding = "auto"
     # Cold-start blend weights for newcomers (few-shot, text-only, anonymous); None: the model's.
     neighbour_weight: float | None = Field(default=None, ge=0)
     popularity_weight: float | None = Field(default=None, ge=0)
@@ -572,6 +576,7 @@ def build_engine(
             graph_dir=settings.index_cache or default_cache_dir() / "hnsw",
             text_cache_texts=settings.text_cache_texts,
             text_cache_bytes=settings.text_cache_bytes,
+            query_encoder=query_encoder(model, settings.query_encoder, default_cache_dir()),
         )
         engine.check_servable()
         engine.restore(store, since_seq=events_through(model_dir))

@@ -25,8 +25,13 @@ async def readyz(service: ServiceDep, response: Response) -> s.Ready:
     """200 once the model, its indexes and the text encoder are loaded; 503 before."""
     if service.ready:
         engine = service.engine
+        cache = engine.text_cache
         return s.Ready(
-            status="ready", model=engine.model.name, items=engine.n_items, worker=os.getpid()
+            status="ready",
+            model=engine.model.name,
+            items=engine.n_items,
+            worker=os.getpid(),
+            query_encoder=(cache.queries or cache.encoder).name,
         )
     # A state, not an error: the body says which, so it is this route's to answer.
     response.status_code = 503

@@ -113,6 +113,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for the server (e.g. OPENBLAS_NUM_THREADS=1); repeatable",
     )
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="extra `warmstart serve` option (e.g. --server-arg=--query-encoder=fp32); repeatable",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="where the fitted model is kept")
     p.add_argument(
         "--server-workers",
@@ -203,7 +210,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp_name:
         tmp = Path(tmp_name)
         with serving(
-            model_dir, tmp, server_env, args.startup_timeout, workers=args.server_workers
+            model_dir,
+            tmp,
+            server_env,
+            args.startup_timeout,
+            workers=args.server_workers,
+            extra_args=tuple(args.server_arg),
         ) as server:
             result["server"] = {
                 "code": code_version(),
@@ -214,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             with httpx.Client(
                 base_url=server.base_url, headers=auth_headers(), timeout=60
             ) as client:
+                result["server"]["ready"] = client.get("/readyz").json()
                 t0 = time.perf_counter()
                 routes, setup = build_routes(client, catalogue, rng, args.pool)
                 setup["setup_s"] = time.perf_counter() - t0

@@ -48,6 +48,7 @@ def serving(
     db_url: str | None = None,
     name: str = "server",
     workers: int = 1,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """`warmstart serve` in a subprocess on a fresh SQLite db (or `db_url`) and embedding cache
     in `tmp`; several servers started with one `tmp` share its database and cache, as workers
@@ -72,6 +73,7 @@ def serving(
         "warning",
         "--workers",
         str(workers),
+        *extra_args,
     ]
     # A cache of its own: the texts the server encodes (queries, new items) stay out of the
     # user's cache, and the server starts with no shards, as a fresh deployment would.

@@ -17,6 +17,7 @@ import argparse
 import json
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from common import code_version, command_line, log, machine_info, write_result
 from serve_bench.server import auth_headers, serving
 
 
-def _trial(a: Any, b: Any, kind: str, n: int, text: str) -> float:
-    """Seconds from `a` acknowledging write `n` to `b` showing it."""
+def _trial(a: Any, b: Any, kind: str, n: str, text: str) -> float:
+    """Seconds from `a` acknowledging write `n` to `b` showing it (`n` new to the store)."""
     if kind == "user":
         body = {"users": [{"user_id": f"prop-user-{n}", "text": text}]}
         write, path = "/v1/users", f"/v1/users/prop-user-{n}"
@@ -73,9 +74,10 @@ def main() -> None:
                 httpx.Client(base_url=first.base_url, headers=headers, timeout=60) as a,
                 httpx.Client(base_url=second.base_url, headers=headers, timeout=60) as b,
             ):
+                run = uuid.uuid4().hex[:8]  # ids no earlier run on this database wrote
                 for n in range(args.trials):
                     for kind in delays:
-                        delays[kind].append(_trial(a, b, kind, n, text))
+                        delays[kind].append(_trial(a, b, kind, f"{run}-{n}", text))
     summary = {
         kind: {
             "trials": len(x),

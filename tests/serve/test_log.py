@@ -232,3 +232,27 @@ def test_a_seq_not_applied_in_time_is_503(
     finally:
         server.should_exit = True
         server.thread.join(timeout=10)  # type: ignore[attr-defined]
+
+
+def test_a_write_wakes_a_postgresql_follower_at_once(url: str) -> None:
+    """PostgreSQL: every logged write NOTIFYs at commit, so a follower waiting for a change
+    wakes then, not at its next poll; SQLite has no notifications (followers poll)."""
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite has no notifications: a follower polls every follow_interval")
+    with Store.open(url) as writer, Store.open(url) as follower:
+        follower.wait_for_change(0.01)  # connects and LISTENs (then waits up to a second)
+        woke = threading.Event()
+
+        def wait() -> None:
+            follower.wait_for_change(60.0)
+            woke.set()
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        time.sleep(0.3)
+        assert not woke.is_set()  # nothing was written: still waiting
+        start = time.monotonic()
+        writer.upsert_items([ItemRecord("noticed", "some text", {})])
+        assert woke.wait(10), "the write's notification never arrived"
+        assert time.monotonic() - start < 2.0
+        waiter.join(5)

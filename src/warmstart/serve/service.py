@@ -405,10 +405,14 @@ class Service:
                 log.error("could not load an experiment's model arm: %s", loggable(exc))
 
     def follow(self, stop: threading.Event, interval: float) -> None:
-        """Poll the log every `interval` seconds until `stop`, applying new entries (and, once
-        a second, refresh the gauges other workers' scrapes report)."""
+        """Apply new log entries until `stop`: on PostgreSQL as each write's notification
+        arrives, on SQLite every `interval` seconds (and, once a second, refresh the gauges
+        other workers' scrapes report)."""
         sampled = 0.0
-        while not stop.wait(interval):
+        while not stop.is_set():
+            self.store.wait_for_change(interval)
+            if stop.is_set():
+                break
             try:
                 if self.ready and self.store.last_change() > self.applied_seq:
                     self.catch_up()

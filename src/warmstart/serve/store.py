@@ -66,6 +66,10 @@ _WRITE = "warmstart_write"  # execution option: this transaction will write
 # Arbitrary constants naming PostgreSQL advisory locks (one per purpose).
 _PG_LOCK_SCHEMA = 0x5741524D_0001
 _PG_LOCK_WRITES = 0x5741524D_0002  # every logged write: change seq order is commit order
+# Every logged write notifies this channel at commit, with its newest seq (NOTIFY has no replay
+# and an 8,000-byte payload: a listener only learns that it should read the log again).
+_PG_CHANNEL = "warmstart_changes"
+_PG_LISTEN_WAIT = 1.0  # seconds a listener waits for a notification before reading the log anyway
 CHANGE_ITEM, CHANGE_USER, CHANGE_EVENTS = "item", "user", "events"
 # What is served: a model folder reloaded (key: the folder), an experiment started or stopped.
 CHANGE_MODEL, CHANGE_EXPERIMENT = "model", "experiment"
@@ -230,6 +234,7 @@ class Store:
         self._secrets = [s for s in secrets if len(s) >= 4]  # shorter would mangle messages
         self._closed = False
         self._local = threading.local()
+        self._listening: Any = None  # the LISTEN connection (PostgreSQL, `wait_for_change`)
         # An in-memory SQLite database lives in one shared connection: serialize its users.
         self._serial: threading.RLock | None = (
             threading.RLock() if isinstance(engine.pool, StaticPool) else None
@@ -626,6 +631,7 @@ class Store:
     def close(self) -> None:
         """Release every connection; the store cannot be used afterwards. Idempotent."""
         self._closed = True
+        self._close_listener()
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -660,7 +666,47 @@ class Store:
             before = int(conn.execute(newest).scalar_one())
             yield conn
             after = int(conn.execute(newest).scalar_one())
+            if self.dialect == "postgresql" and after > before:
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :seq)"),
+                    {"channel": _PG_CHANNEL, "seq": str(after)},
+                )
         self._local.logged = (before, after)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Return once another write may have been logged: on PostgreSQL when a logged write's
+        NOTIFY arrives (or after at most `_PG_LISTEN_WAIT` seconds without one: a notification
+        lost while reconnecting is then made up by reading the log), on SQLite after `timeout`
+        seconds (it has no notifications; the caller polls). One thread only: the follower's.
+        """
+        if self.dialect != "postgresql":
+            time.sleep(timeout)
+            return
+        try:
+            listener = self._listener()
+            for _ in listener.notifies(timeout=max(timeout, _PG_LISTEN_WAIT), stop_after=1):
+                pass
+        except Exception as exc:  # the next call connects again; the caller reads the log anyway
+            log.warning("lost the change notifications of %s: %s", self._display_url, exc)
+            self._close_listener()
+            time.sleep(timeout)
+
+    def _listener(self) -> Any:
+        """A connection of its own, outside the pool, that LISTENs to the change channel."""
+        if self._listening is None:
+            fairy = self._engine.raw_connection()
+            fairy.detach()  # out of the pool: it listens for as long as the store is open
+            dbapi: Any = fairy.dbapi_connection
+            dbapi.autocommit = True
+            dbapi.execute(f"LISTEN {_PG_CHANNEL}")
+            self._listening = fairy
+        return self._listening.dbapi_connection
+
+    def _close_listener(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            with contextlib.suppress(Exception):
+                listening.close()
 
     def logged(self) -> tuple[int, int]:
         """(before, after) of this thread's last logged write: the log's newest seq when it

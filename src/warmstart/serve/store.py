@@ -689,7 +689,7 @@ class Store:
         except Exception as exc:  # the next call connects again; the caller reads the log anyway
             log.warning("lost the change notifications of %s: %s", self._display_url, exc)
             self._close_listener()
-            time.sleep(timeout)
+            time.sleep(max(timeout, _PG_LISTEN_WAIT))  # a server that is down: once a second
 
     def _listener(self) -> Any:
         """A connection of its own, outside the pool, that LISTENs to the change channel."""

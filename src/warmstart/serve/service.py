@@ -410,7 +410,7 @@ class Service:
         other workers' scrapes report)."""
         sampled = 0.0
         while not stop.is_set():
-            self.store.wait_for_change(interval)
+            self.store.wait_for_change(interval, stop)
             if stop.is_set():
                 break
             try:

@@ -673,23 +673,25 @@ class Store:
                 )
         self._local.logged = (before, after)
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Return once another write may have been logged: on PostgreSQL when a logged write's
-        NOTIFY arrives (or after at most `_PG_LISTEN_WAIT` seconds without one: a notification
-        lost while reconnecting is then made up by reading the log), on SQLite after `timeout`
-        seconds (it has no notifications; the caller polls). One thread only: the follower's.
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Return once another write may have been logged, or `stop` is set: on PostgreSQL
+        when a logged write's NOTIFY arrives (or after `_PG_LISTEN_WAIT` seconds without one:
+        a notification lost while reconnecting is then made up by reading the log), on SQLite
+        after `timeout` seconds (it has no notifications; the caller polls). One thread only:
+        the follower's.
         """
+        stop = stop or threading.Event()
         if self.dialect != "postgresql":
-            time.sleep(timeout)
+            stop.wait(timeout)
             return
         try:
             listener = self._listener()
-            for _ in listener.notifies(timeout=max(timeout, _PG_LISTEN_WAIT), stop_after=1):
+            for _ in listener.notifies(timeout=_PG_LISTEN_WAIT, stop_after=1):
                 pass
         except Exception as exc:  # the next call connects again; the caller reads the log anyway
             log.warning("lost the change notifications of %s: %s", self._display_url, exc)
             self._close_listener()
-            time.sleep(max(timeout, _PG_LISTEN_WAIT))  # a server that is down: once a second
+            stop.wait(_PG_LISTEN_WAIT)  # a server that is down: tried once a second
 
     def _listener(self) -> Any:
         """A connection of its own, outside the pool, that LISTENs to the change channel."""

@@ -65,3 +65,23 @@ def test_a_minilm_model_encodes_visitors_with_int8(data: Synthetic, tmp_path: Pa
     assert engine.text_cache.queries is fast
     ranked = engine.recommend_profile(sentences[0], None, [])
     assert len(ranked.item_ids) > 0
+
+
+def test_a_service_decides_once_per_encoder(
+    data: Synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmstart.serve import queries
+
+    calls: list[str] = []
+    real = queries.query_encoder
+
+    def counted(model: object, mode: queries.QueryEncoding, cache_dir: Path) -> object:
+        calls.append(model.encoder.name)  # type: ignore[attr-defined]
+        return real(model, mode, cache_dir)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queries, "query_encoder", counted)
+    first = WarmStartRecommender(encoder="hashing", cf=CF).fit(data.dataset)
+    reloaded = WarmStartRecommender(encoder="hashing", cf=CF, lambda_items=3.0).fit(data.dataset)
+    chooser = queries.QueryEncoders("auto", tmp_path)
+    assert chooser.for_model(first) is None and chooser.for_model(reloaded) is None
+    assert len(calls) == 1  # the reload reused the first verdict

@@ -106,6 +106,12 @@ async def log_position(service: ServiceDep, response: Response, seq: SeqHeader =
     response.headers[SEQ_HEADER] = str(service.applied_seq)
 
 
+def acknowledge_write(service: ServiceDep, response: Response) -> None:
+    """Put the seq of this thread's last write in the response: a client that sends it back
+    reads that write on any worker or replica. Call it in the write's thread, after the write."""
+    response.headers[SEQ_HEADER] = str(service.written_seq())
+
+
 async def max_batch(service: ServiceDep) -> int:
     return service.settings.max_batch
 

@@ -14,6 +14,7 @@ be faster, or the service logs why and keeps fp32.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +81,29 @@ def query_encoder(model: ServableModel, mode: QueryEncoding, cache_dir: Path) ->
         return None
     log.info("visitors' sentences are encoded by int8 ONNX MiniLM (%s)", verdict)
     return fast
+
+
+class QueryEncoders:
+    """A service's choice of request-time encoder, made once per model encoder.
+
+    The export and the agreement check cost seconds (an ONNX session, 48 texts encoded twice);
+    they are a property of the encoder pair, not of one model folder, so a reload or an
+    experiment arm on the same encoder reuses the first verdict and its ONNX session.
+    """
+
+    def __init__(self, mode: QueryEncoding, cache_dir: Path) -> None:
+        self.mode, self.cache_dir = mode, cache_dir
+        self._chosen: dict[str, TextEncoder | None] = {}
+        self._lock = threading.Lock()
+
+    def for_model(self, model: ServableModel) -> TextEncoder | None:
+        """The encoder for `model`'s request-time sentences (None: the model's own)."""
+        own = model.encoder
+        key = (own.encoder if isinstance(own, CachedEncoder) else own).name
+        with self._lock:
+            if key not in self._chosen:
+                self._chosen[key] = query_encoder(model, self.mode, self.cache_dir)
+            return self._chosen[key]
 
 
 def compare(reference: TextEncoder, candidate: TextEncoder, texts: Sequence[str]) -> Agreement:

@@ -28,7 +28,7 @@ from warmstart.serve import schemas as s
 from warmstart.serve.edge import describe
 from warmstart.serve.engine import Engine
 from warmstart.serve.experiments import Experiments, assign, blend_of
-from warmstart.serve.queries import QueryEncoding, query_encoder
+from warmstart.serve.queries import QueryEncoders, QueryEncoding
 from warmstart.serve.retrain import events_through
 from warmstart.serve.store import (
     CHANGE_EVENTS,
@@ -210,6 +210,7 @@ class Service:
         self.events_seq = 0
         self._announced: set[int] = set()  # seqs of this process's own model reloads
         self.experiments = Experiments(store)
+        self.queries = QueryEncoders(settings.query_encoder, default_cache_dir())
         self.arm_engines: dict[str, Engine] = {}  # model folder -> engine, for model arms
         self.metrics = _Metrics()
         self._admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
@@ -235,7 +236,9 @@ class Service:
                 reloaded = self.store.served_model(self.settings.reloads_since)
                 if reloaded is not None and Path(reloaded) != self.model_dir:
                     self.model_dir, self._first_model = Path(reloaded), None
-            engine = build_engine(self.model_dir, self.store, self.settings, self._first_model)
+            engine = build_engine(
+                self.model_dir, self.store, self.settings, self._first_model, self.queries
+            )
             running = self.experiments.running
             if running is not None:
                 self._load_arm_models(running.arms)
@@ -454,7 +457,7 @@ class Service:
         directory = Path(model_dir) if model_dir is not None else self.model_dir
         with self.writes:
             marks = self._log_marks()
-            engine = build_engine(directory, self.store, self.settings)
+            engine = build_engine(directory, self.store, self.settings, queries=self.queries)
             self._engine, self.model_dir = engine, directory
             if announce:
                 self._announced.add(self.store.log_model(str(directory)))
@@ -470,7 +473,9 @@ class Service:
             for arm in arms:
                 folder = arm.get("model")
                 if folder and folder not in self.arm_engines:
-                    self.arm_engines[folder] = build_engine(Path(folder), self.store, self.settings)
+                    self.arm_engines[folder] = build_engine(
+                        Path(folder), self.store, self.settings, queries=self.queries
+                    )
 
     def start_experiment(self, record: ExperimentRecord) -> None:
         """Load the arms' models first (a bad folder is ModelRefused), then start it
@@ -564,8 +569,12 @@ def build_engine(
     store: Store,
     settings: ServeSettings,
     model: ServableModel | None = None,
+    queries: QueryEncoders | None = None,
 ) -> Engine:
     """Load the model (unless given), its indexes and encoder, and replay the store into it.
+
+    `queries` is the service's choice of request-time encoder (made once per encoder); without
+    it, the choice is made here for this model.
 
     Every way a model folder can be broken is a ModelFormatError naming the folder; database
     failures stay StoreError.
@@ -580,7 +589,9 @@ def build_engine(
             graph_dir=settings.index_cache or default_cache_dir() / "hnsw",
             text_cache_texts=settings.text_cache_texts,
             text_cache_bytes=settings.text_cache_bytes,
-            query_encoder=query_encoder(model, settings.query_encoder, default_cache_dir()),
+            query_encoder=(
+                queries or QueryEncoders(settings.query_encoder, default_cache_dir())
+            ).for_model(model),
         )
         engine.check_servable()
         engine.restore(store, since_seq=events_through(model_dir))

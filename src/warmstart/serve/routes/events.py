@@ -5,9 +5,9 @@ from fastapi import Response
 from warmstart.serve import schemas as s
 from warmstart.serve.deps import (
     NOT_FOUND,
-    SEQ_HEADER,
     MaxBatch,
     ServiceDep,
+    acknowledge_write,
     check_batch,
     keyed_router,
 )
@@ -33,5 +33,5 @@ def add_events(
         for e in body.events
     ]
     accepted = service.add_events(records)
-    response.headers[SEQ_HEADER] = str(service.written_seq())
+    acknowledge_write(service, response)
     return s.EventsOut(accepted=accepted, duplicates=len(records) - accepted)

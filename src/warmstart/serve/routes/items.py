@@ -5,9 +5,9 @@ from fastapi import Response
 from warmstart.serve import schemas as s
 from warmstart.serve.deps import (
     NOT_FOUND,
-    SEQ_HEADER,
     MaxBatch,
     ServiceDep,
+    acknowledge_write,
     check_batch,
     keyed_router,
 )
@@ -23,12 +23,12 @@ def upsert_items(
     check_batch(len(body.items), max_batch, "items")
     records = [ItemRecord(i.item_id, i.text, dict(i.attributes)) for i in body.items]
     created, updated = service.upsert_items(records)
-    response.headers[SEQ_HEADER] = str(service.written_seq())
+    acknowledge_write(service, response)
     return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
 
 @router.delete("/v1/items/{item_id}", responses=NOT_FOUND)
 def delete_item(item_id: s.PathId, service: ServiceDep, response: Response) -> dict[str, str]:
     service.delete_item(item_id)
-    response.headers[SEQ_HEADER] = str(service.written_seq())
+    acknowledge_write(service, response)
     return {"deleted": item_id}

@@ -5,9 +5,9 @@ from fastapi import Response
 from warmstart.serve import schemas as s
 from warmstart.serve.deps import (
     NOT_FOUND,
-    SEQ_HEADER,
     MaxBatch,
     ServiceDep,
+    acknowledge_write,
     check_batch,
     keyed_router,
 )
@@ -23,7 +23,7 @@ def upsert_users(
     check_batch(len(body.users), max_batch, "users")
     records = [UserRecord(u.user_id, u.text, dict(u.attributes)) for u in body.users]
     service.upsert_users(records)
-    response.headers[SEQ_HEADER] = str(service.written_seq())
+    acknowledge_write(service, response)
     return s.UsersOut(upserted=len(records))
 
 

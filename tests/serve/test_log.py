@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from sqlalchemy import text
 
 from tests.serve.test_serve import AUTH, KEY, serving, start_server
 from tests.synthetic import Synthetic
@@ -65,6 +67,38 @@ def test_a_write_through_one_is_applied_by_the_other(
     a.applied_seq = 0
     assert a.catch_up() == 4
     assert a.engine.snapshot is before
+
+
+class _Refusing:
+    """An encoder that fails the test if it is asked for anything."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim = name, dim
+
+    def encode(self, texts: object, **_: object) -> np.ndarray:
+        raise AssertionError(f"encoded again: {texts!r}")
+
+
+def test_a_posted_item_is_encoded_once_and_every_process_holds_its_bits(
+    pair: tuple[Service, Service], data: Synthetic
+) -> None:
+    a, b = pair
+    texts = [data.group_text(g, seed=40 + g) for g in range(3)]
+    a.upsert_items([ItemRecord(f"posted-{j}", t, {}) for j, t in enumerate(texts)])
+    stored = a.store.get_item("posted-0")
+    assert stored is not None and stored.encoder == a.engine.encoder_name
+    cache = b.engine.text_cache
+    cache.disk, cache.encoder = None, _Refusing(cache.name, cache.dim)  # type: ignore[assignment]
+    assert b.catch_up() == 3  # an entry per item
+    for j in range(3):
+        rows = [s.engine.model.item_embeddings[s.engine.item(f"posted-{j}")] for s in (a, b)]
+        assert rows[0].tobytes() == rows[1].tobytes()
+    # A vector some other encoder made is not used: that process encodes the text itself.
+    a.upsert_items([ItemRecord("other", texts[0] + " again", {})])
+    with a.store._engine.begin() as conn:
+        conn.execute(text("UPDATE items SET encoder = 'another' WHERE item_id = 'other'"))
+    with pytest.raises(AssertionError, match="encoded again"):
+        b.catch_up()
 
 
 def test_a_restarted_process_resumes_from_the_store(

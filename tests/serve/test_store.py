@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -519,3 +520,32 @@ def test_a_version_1_database_is_upgraded(url: str) -> None:
         with s._engine.connect() as conn:
             version = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'"))
             assert version.scalar_one() == str(SCHEMA_VERSION)
+
+
+def test_an_items_vector_is_stored_with_it(url: str) -> None:
+    vector = np.arange(4, dtype="<f4").tobytes()
+    with Store.open(url) as s:
+        s.upsert_items([ItemRecord("a", "x", {}, vector=vector, encoder="enc")])
+        s.upsert_items([ItemRecord("b", "y", {})])
+        a, b = s.items_by_id(["a", "b"])
+        assert (a.vector, a.encoder) == (vector, "enc")
+        assert (b.vector, b.encoder) == (None, None)
+        assert a == ItemRecord("a", "x", {}, updated_at=a.updated_at)  # derived, not compared
+        s.delete_item("a")
+        gone = s.get_item("a")
+        assert gone is not None and gone.deleted and gone.vector == vector
+
+
+def test_a_version_2_database_gains_the_vector_columns(url: str) -> None:
+    with Store.open(url) as s:
+        s.upsert_items([ItemRecord("a", "x", {})])
+        with s._engine.begin() as conn:
+            conn.execute(text("ALTER TABLE items DROP COLUMN vector"))
+            conn.execute(text("ALTER TABLE items DROP COLUMN encoder"))
+            conn.execute(text("UPDATE meta SET value = '2' WHERE key = 'schema_version'"))
+    with Store.open(url) as s:
+        (a,) = s.items()
+        assert a.item_id == "a" and a.vector is None
+        s.upsert_items([ItemRecord("b", "y", {}, vector=b"\0" * 8, encoder="e")])
+        assert s.get_item("b") == ItemRecord("b", "y", {}, updated_at=s.get_item("b").updated_at)
+        assert s.get_item("b").vector == b"\0" * 8  # type: ignore[union-attr]

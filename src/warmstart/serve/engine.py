@@ -309,7 +309,10 @@ class Engine:
         """
         if rendered is None:
             rendered = self.check_items(records)
-        with self._writes, self._encoder.persisting():  # item vectors survive a restart exactly
+        given = self._stored_vectors(records, rendered)
+        # Item vectors survive a restart exactly (disk cache), and those another process stored
+        # with the item are used as they are.
+        with self._writes, self._encoder.persisting(), self._encoder.supplied(given):
             snap = self._snap
             m = copy.copy(snap.model)
             pairs = list(zip(records, rendered, strict=True))
@@ -348,6 +351,28 @@ class Engine:
             self._snap = _snapshot(m, live, self._uses_moments(m))
             self._index_items(m, keys)
             return [r.item_id for r, _ in new], [r.item_id for r, _ in old]
+
+    @property
+    def encoder_name(self) -> str:
+        """The name of the encoder of this model's item texts (what a stored vector names)."""
+        return self._encoder.name
+
+    def encode_items(self, rendered: Sequence[str]) -> np.ndarray:
+        """Item vectors of `check_items`' texts, as `upsert_items` would compute them, for the
+        store to keep beside the items."""
+        with self._encoder.persisting():
+            return self._encoder.encode(list(rendered), show_progress=False)
+
+    def _stored_vectors(
+        self, records: Sequence[ItemRecord], rendered: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Rendered text -> vector, for records whose stored vector this encoder made."""
+        width = 4 * self._encoder.dim
+        return {
+            text: np.frombuffer(r.vector, dtype="<f4")
+            for r, text in zip(records, rendered, strict=True)
+            if r.vector is not None and r.encoder == self._encoder.name and len(r.vector) == width
+        }
 
     def delete_item(self, item_id: str) -> bool:
         """Stop recommending an item; False if it is unknown or already deleted."""

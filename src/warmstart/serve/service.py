@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,11 @@ class Service:
         with self.writes:
             engine = self.engine
             rendered = engine.check_items(records)
+            vectors = engine.encode_items(rendered).astype("<f4")
+            records = [
+                replace(r, vector=v.tobytes(), encoder=engine.encoder_name)
+                for r, v in zip(records, vectors, strict=True)
+            ]
             self.store.upsert_items(records)
             created, updated = engine.upsert_items(records, rendered)
             for other in self.arm_engines.values():

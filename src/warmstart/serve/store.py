@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     event,
     false,
     func,
+    inspect,
     select,
     text,
     true,
@@ -56,9 +58,10 @@ __all__ = ["Change", "EventRecord", "ItemRecord", "Store", "StoreError", "UserRe
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the tables change; a store refuses to open a database from another version
-(a version-1 database is upgraded: version 2 only adds the `changes` table)."""
+(older ones are upgraded: version 2 added the `changes` table, version 3 the items' `vector` and
+`encoder` columns)."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue up behind each other rather than fail
 _PG_CONNECT_TIMEOUT_S = 10  # an unreachable server fails startup in seconds, not minutes
@@ -81,13 +84,20 @@ class StoreError(WarmstartError, RuntimeError):
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """An item as the service knows it; `deleted` items stay stored so ids are never reused."""
+    """An item as the service knows it; `deleted` items stay stored so ids are never reused.
+
+    `vector` is the item's text as `encoder` encoded it (float32 bytes), stored by the process
+    that took the write so every other process and replica uses the same bits instead of
+    encoding the text again. It is derived data: records compare without it.
+    """
 
     item_id: str
     text: str | None
     attributes: dict[str, Any]
     deleted: bool = False
     updated_at: float = 0.0
+    vector: bytes | None = field(default=None, compare=False, repr=False)
+    encoder: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,8 @@ items_table = Table(
     Column("attributes", _Json, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("updated_at", Double, nullable=False),
+    Column("vector", LargeBinary, nullable=True),  # float32 bytes, see ItemRecord
+    Column("encoder", Text, nullable=True),
 )
 users_table = Table(
     "users",
@@ -292,7 +304,12 @@ class Store:
             found = conn.execute(
                 select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one()
-            if found == "1":  # version 2 added the changes table, created above
+            if found in ("1", "2"):  # version 2 added the changes table, created above
+                have = {c["name"] for c in inspect(conn).get_columns("items")}
+                blob = "BYTEA" if self.dialect == "postgresql" else "BLOB"
+                for name, kind in (("vector", blob), ("encoder", "TEXT")):
+                    if name not in have:
+                        conn.execute(text(f"ALTER TABLE items ADD COLUMN {name} {kind}"))
                 conn.execute(
                     update(meta_table)
                     .where(meta_table.c.key == "schema_version")
@@ -333,6 +350,8 @@ class Store:
                 "attributes": dict(it.attributes),
                 "deleted": False,
                 "updated_at": now,
+                "vector": it.vector,
+                "encoder": it.encoder if it.vector is not None else None,
             }
             for it in items  # the last of repeated ids wins, as if applied in order
         }
@@ -893,6 +912,8 @@ def _item(row: Any) -> ItemRecord:
         attributes=dict(row["attributes"] or {}),
         deleted=bool(row["deleted"]),
         updated_at=float(row["updated_at"]),
+        vector=None if row["vector"] is None else bytes(row["vector"]),
+        encoder=row["encoder"],
     )
 
 

@@ -18,7 +18,7 @@ import threading
 import uuid
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +299,18 @@ class MemoryCachedEncoder:
         finally:
             self._local.persist = before
 
+    @contextlib.contextmanager
+    def supplied(self, vectors: Mapping[str, np.ndarray]) -> Iterator[None]:
+        """In this block (this thread only), these texts take these vectors instead of being
+        encoded: another process encoded them, and every process should hold the same bits."""
+        keyed = {_text_key(t): np.asarray(v, dtype=np.float32) for t, v in vectors.items()}
+        before: dict[bytes, np.ndarray] | None = getattr(self._local, "supplied", None)
+        self._local.supplied = keyed if before is None else {**before, **keyed}
+        try:
+            yield
+        finally:
+            self._local.supplied = before
+
     def _encode_missing(
         self, missing: dict[bytes, str], batch_size: int, show_progress: bool | None
     ) -> dict[bytes, np.ndarray]:
@@ -344,10 +356,15 @@ class MemoryCachedEncoder:
         checked = check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
         keys = [_text_key(t) if has_text(t) else None for t in checked]
+        given: dict[bytes, np.ndarray] = getattr(self._local, "supplied", None) or {}
         with self._lock:
             missing: dict[bytes, str] = {}
             for row, key in enumerate(keys):
                 if key is None:
+                    continue
+                held = given.get(key)
+                if held is not None:
+                    out[row] = held
                     continue
                 held = self._vectors.get(key)
                 if held is not None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
-from tests.serve.test_serve import ADMIN, serving
+from tests.serve.test_serve import ADMIN, free_port, serving, serving_process
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}  # the admin key reaches every route
 TARGET_REQUESTS = 1200  # spread over every (operation, mode); a few operations yield fewer
@@ -98,11 +100,27 @@ def _run(strategy: Any, examples: int, tally: Tally) -> None:
     run()
 
 
-def test_no_server_errors_over_1000_generated_requests(model_dir: Path, tmp_path: Path) -> None:
+@contextmanager
+def _server(model_dir: Path, db: Path, workers: int) -> Iterator[str]:
+    """The service in this process, or `warmstart serve --workers N`; yields its base URL."""
+    if workers == 1:
+        with serving(model_dir, db) as client:
+            yield str(client.base_url)
+        return
+    port = free_port()
+    env = {"WARMSTART_ADMIN_KEYS": ADMIN}
+    with serving_process(model_dir, db, port, env=env, args=["--workers", str(workers)]):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_server_errors_over_1000_generated_requests(
+    model_dir: Path, tmp_path: Path, workers: int
+) -> None:
     tally = Tally()
-    with serving(model_dir, tmp_path / "fuzz.db") as client:
+    with _server(model_dir, tmp_path / "fuzz.db", workers) as base:
         # The document itself needs a key.
-        schema = schemathesis.openapi.from_url(f"{client.base_url}/openapi.json", headers=AUTH)
+        schema = schemathesis.openapi.from_url(f"{base.rstrip('/')}/openapi.json", headers=AUTH)
         operations = []
         for result in schema.get_all_operations():
             if not isinstance(result, Ok):

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -435,7 +435,10 @@ def serving_process(
     cmd = [sys.executable, "-m", "warmstart.cli.main", "serve", "--model", str(model_dir)]
     cmd += ["--db", f"sqlite:///{db}", "--port", str(port), "--log-level", "warning"]
     cmd += args or []
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A session of its own: with --workers, the parent and its workers are one process group.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -450,24 +453,41 @@ def serving_process(
             time.sleep(0.1)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
 
-def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data: Synthetic) -> None:
+def each_worker(
+    base: str, workers: int, read: Callable[[httpx.Client], Any], timeout: float = 60
+) -> dict[int, Any]:
+    """`read` answered by each of `workers` processes: new connections (which the kernel hands
+    to any worker) until every worker's pid has been seen, reading on the same connection."""
+    out: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < workers:
+        assert time.monotonic() < deadline, f"only workers {sorted(out)} answered"
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
+            pid = int(c.get("/readyz").json()["worker"])
+            if pid not in out:
+                out[pid] = read(c)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_and_restart_loses_nothing(
+    model_dir: Path, tmp_path: Path, data: Synthetic, workers: int
+) -> None:
     db, port = tmp_path / "durable.db", free_port()
     base = f"http://127.0.0.1:{port}"
     text = data.group_text(2, 8, seed=11)
     clicked = data.items_of(1, cold=False)[:3]
-    with serving_process(model_dir, db, port) as proc:
+    args = ["--workers", str(workers)]
+    with serving_process(model_dir, db, port, args=args) as proc:
+        # New connections: with two workers each write may land on either of them.
+        item = {"item_id": "new-dish", "text": text}
         assert (
-            httpx.post(
-                f"{base}/v1/items",
-                headers=AUTH,
-                json={"items": [{"item_id": "new-dish", "text": text}]},
-            ).status_code
-            == 200
+            httpx.post(f"{base}/v1/items", headers=AUTH, json={"items": [item]}).status_code == 200
         )
         httpx.delete(f"{base}/v1/items/{clicked[-1]}", headers=AUTH)
         httpx.post(
@@ -476,14 +496,19 @@ def test_kill_9_and_restart_loses_nothing(model_dir: Path, tmp_path: Path, data:
             json={"users": [{"user_id": "v", "text": data.group_text(1)}]},
         )
         events = [{"user_id": "v", "item_id": i, "type": "click"} for i in clicked[:2]]
-        httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events})
-        before = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
-        os.kill(proc.pid, signal.SIGKILL)
+        r = httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": events})
+        # Every worker answers as of the last write (the client sends back its seq).
+        seq = {"X-Warmstart-Seq": r.headers["X-Warmstart-Seq"]}
+        path = "/v1/users/v/recommendations?k=10"
+        answers = each_worker(base, workers, lambda c: c.get(path, headers=seq).json())
+        before = next(iter(answers.values()))
+        assert all(a == before for a in answers.values())
+        os.killpg(proc.pid, signal.SIGKILL)  # the parent and every worker at once
         proc.wait(timeout=30)
-    with serving_process(model_dir, db, port):
-        after = httpx.get(f"{base}/v1/users/v/recommendations?k=10", headers=AUTH).json()
-        assert after == before
-        assert after["route"] == "few-shot"
+    with serving_process(model_dir, db, port, args=args):
+        answers = each_worker(base, workers, lambda c: c.get(path).json())
+        assert all(after == before for after in answers.values())
+        assert before["route"] == "few-shot"
         body = httpx.post(
             f"{base}/v1/recommendations", headers=AUTH, json={"text": text, "k": 5}
         ).json()

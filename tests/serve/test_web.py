@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.serve.test_serve import KEY, serving_url
+from tests.serve.test_serve import KEY, free_port, serving_process, serving_url
 from tests.synthetic import Synthetic
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -28,10 +28,20 @@ WAIT_S = 20
 INSTALL_HINT = "apt-get install -y chromium chromium-driver"
 
 
-@pytest.fixture(scope="module")
-def base_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving_url(model_dir, tmp_path_factory.mktemp("db") / "web.db") as url:
-        yield url
+@pytest.fixture(scope="module", params=[1, 2], ids=["in-process", "workers-2"])
+def base_url(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """The page served in this process, and by `warmstart serve --workers 2`, where each of
+    the page's requests may reach either worker (it sends back the seq of its last write)."""
+    db = tmp_path_factory.mktemp("db") / "web.db"
+    if request.param == 1:
+        with serving_url(model_dir, db) as url:
+            yield url
+        return
+    port = free_port()
+    with serving_process(model_dir, db, port, args=["--workers", "2"]):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ Catalogues:
                   `warmstart fit --dataset ml-100k --min-rating 4` builds it (1,682 items)
   synthetic-100k  100,000 items described by topic words, ~20,000 users, ~1M interactions drawn
                   by topic, fitted with the model-free `hashing` encoder
+  synthetic-1m    the same at 1,000,000 items in 1,000 topics, ~50,000 users, ~2M interactions
 
 Routes (each at every --rates value): healthz (the client + HTTP floor), warm users, text-only
 users, few-shot users (3 clicks), anonymous visitors with text (from a pool of texts, and with a
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 from common import code_version, command_line, importable, log, machine_info, write_result
 from serve_bench import TARGET_P99_MS, TARGET_RATE
-from serve_bench.catalogue import ensure_model
+from serve_bench.catalogue import SYNTHETIC, ensure_model
 from serve_bench.inprocess import inprocess_profile
 from serve_bench.load import TRANSPORTS
 from serve_bench.measure import measure, measure_freshness, save
@@ -89,7 +90,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--catalogue", choices=("ml-100k", "synthetic-100k"), default="ml-100k")
+    p.add_argument("--catalogue", choices=("ml-100k", *SYNTHETIC), default="ml-100k")
     p.add_argument("--rates", default="50,100,200", help="requests/s, comma-separated")
     p.add_argument("--seconds", type=float, default=25.0, help="measured seconds per warm run")
     p.add_argument(
@@ -131,10 +132,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fit-only", action="store_true", help="fit (or find) the model and stop")
     p.add_argument("--profile-only", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--synthetic-items", type=int, default=100_000)
-    p.add_argument("--synthetic-users", type=int, default=20_000)
-    p.add_argument("--synthetic-interactions", type=int, default=1_000_000)
-    p.add_argument("--synthetic-topics", type=int, default=200)
+    p.add_argument("--synthetic-items", type=int, default=None)
+    p.add_argument("--synthetic-users", type=int, default=None)
+    p.add_argument("--synthetic-interactions", type=int, default=None)
+    p.add_argument("--synthetic-topics", type=int, default=None)
     p.add_argument("--startup-timeout", type=float, default=900.0)
     p.add_argument(
         "--quiet-wait",

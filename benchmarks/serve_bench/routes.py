@@ -26,7 +26,11 @@ ALL_ROUTES = (
     "anonymous",
     "anonymous-noexplain",
     "anonymous-new-text",
+    "mix",
 )
+# A realistic mix: mostly known users, then visitors with a query, newcomers with a profile
+# text, and newcomers with a few clicks (shares of requests; texts already seen by the server).
+MIX = {"warm": 0.5, "anonymous": 0.2, "text-only": 0.15, "few-shot": 0.15}
 
 
 @dataclass
@@ -134,6 +138,17 @@ def build_routes(
             "anonymous-new-text", anon_reqs(False, True), anon_metric, "anonymous"
         ),
     }
+
+    def mix(r: np.random.Generator, n: int) -> list[Req]:
+        names = list(MIX)
+        picks = r.choice(len(names), size=n, p=list(MIX.values()))
+        pools = {
+            name: iter(routes[name].make(r, int((picks == j).sum())))
+            for j, name in enumerate(names)
+        }
+        return [next(pools[names[int(j)]]) for j in picks]
+
+    routes["mix"] = Route("mix", mix, ("mix", ""))
     # First request per pool entry: text users and anonymous texts are encoded here (cold cache).
     first: dict[str, list[float]] = {"text-only": [], "few-shot": [], "anonymous": []}
     for u in text_users:

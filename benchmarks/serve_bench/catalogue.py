@@ -29,7 +29,8 @@ SYNTHETIC = {
 # choosing the ALS settings scores held-out users against every item densely, the penalty
 # search (RidgeCV) passed 14 GB at 250,000 items, and the kernel map's features (warm items x
 # 2,000 landmarks, float64) passed 18 GB, as did choosing the warm blend weights (dense held-out
-# users x items scores). So: the given ALS settings, one penalty, a linear map, given weights.
+# users x items scores) and the cold-user blend (a refit, standardised dense scores). So: the
+# given ALS settings, one penalty, a linear map, and every blend weight given.
 SCALE_SETTINGS: dict[str, Any] = {
     "tune_cf": False,
     "mapper": "ridge",
@@ -37,6 +38,7 @@ SCALE_SETTINGS: dict[str, Any] = {
     "warm_neighbour_weight": 0.5,
     "warm_popularity_weight": 0.25,
     "new_item_boost": 0.5,
+    "popularity_fade": 0.5,
 }
 
 

@@ -451,6 +451,9 @@ def serving_process(
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"server did not start: {err[-2000:]}")
             time.sleep(0.1)
+        # With --workers N the port answers once one worker is ready: wait for all of them.
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in (args or []) else 1
+        each_worker(f"http://127.0.0.1:{port}", workers, lambda c: None, timeout=120)
         yield proc
     finally:
         with suppress(ProcessLookupError):
@@ -468,9 +471,11 @@ def each_worker(
     while len(out) < workers:
         assert time.monotonic() < deadline, f"only workers {sorted(out)} answered"
         with httpx.Client(base_url=base, headers=AUTH, timeout=30) as c:
-            pid = int(c.get("/readyz").json()["worker"])
-            if pid not in out:
+            ready = c.get("/readyz")
+            pid = int(ready.json()["worker"]) if ready.status_code == 200 else None
+            if pid is not None and pid not in out:
                 out[pid] = read(c)
+        time.sleep(0.01)
     return out
 
 

@@ -538,6 +538,12 @@ def test_hnsw_graphs_are_saved_and_reused_on_restart(
         files.append({p.name: p.stat().st_ino for p in graphs.glob("*.usearch")})
     assert len(files[0]) == 3
     assert files[1] == files[0]  # the restart loaded both files: none was written again
+    # Each saved graph holds the whole catalogue (built in one batch, not its first slice).
+    from usearch.index import Index
+
+    n_items = Recommender.load(model_dir).catalogue.n_items
+    sizes = [Index.restore(str(graphs / name), view=True).size for name in files[0]]
+    assert sizes == [n_items] * 3
     assert answers[0] == answers[1]
 
 

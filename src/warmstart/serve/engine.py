@@ -227,7 +227,9 @@ class Engine:
             m.item_embeddings.shape[1], exact_below=below, graph_dir=graphs
         )
         if keys.size:
-            self._index_items(m, keys)
+            # Nothing reads these indexes yet: one batch each, so every graph is built in
+            # parallel and saved whole, and the next start with the same catalogue loads it.
+            self._index_items(m, keys, step=keys.size)
         if self._uses_moments(m):
             _ = m.item_moments().cov  # what candidate scores are standardised by: computed here
 
@@ -235,11 +237,11 @@ class Engine:
         """Whether reads standardise candidate scores by the item moments."""
         return not self.index.is_exact or m.blends_warm_users
 
-    def _index_items(self, m: ServableModel, keys: np.ndarray) -> None:
-        """Upsert `keys` into the three indexes, a slice at a time: a search waits for at most
+    def _index_items(self, m: ServableModel, keys: np.ndarray, step: int = INDEX_SLICE) -> None:
+        """Upsert `keys` into the three indexes, `step` at a time: a search waits for at most
         one slice's insertion, not a whole batch's."""
-        for start in range(0, keys.size, INDEX_SLICE):
-            part = keys[start : start + INDEX_SLICE]
+        for start in range(0, keys.size, step):
+            part = keys[start : start + step]
             self.index.add(part, m.item_vectors[part])
             self.similar_index.add(part, _unit(m.item_cf[part]))
             self.text_index.add(part, m.item_embeddings[part])

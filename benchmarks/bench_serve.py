@@ -60,6 +60,23 @@ def machine_info_with_speedups() -> dict[str, Any]:
     return {**machine_info(VERSIONS), "uvicorn_speedups_installed": loops}
 
 
+def wait_workers(base_url: str, workers: int, timeout: float) -> float:
+    """Seconds until `workers` distinct worker pids have answered /readyz with 200 (each on a
+    new connection, which the kernel may hand to any worker)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    seen: set[int] = set()
+    while len(seen) < workers:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"only workers {sorted(seen)} got ready, of {workers}")
+        r = httpx.get(f"{base_url}/readyz", timeout=10)
+        if r.status_code == 200:
+            seen.add(int(r.json()["worker"]))
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
 def profile_in_subprocess(args: argparse.Namespace, model_dir: Path, tmp: Path) -> dict[str, Any]:
     """`inprocess_profile` in a fresh interpreter: a native crash there (or its memory) cannot
     take the load results with it, and its imports cannot change the order the server's had."""
@@ -228,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 base_url=server.base_url, headers=auth_headers(), timeout=60
             ) as client:
                 result["server"]["ready"] = client.get("/readyz").json()
+                # The port answers once one worker is ready: measure once all of them are.
+                result["server"]["all_workers_ready_s"] = wait_workers(
+                    server.base_url, args.server_workers, args.startup_timeout
+                )
                 t0 = time.perf_counter()
                 routes, setup = build_routes(client, catalogue, rng, args.pool)
                 setup["setup_s"] = time.perf_counter() - t0

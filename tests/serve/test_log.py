@@ -93,6 +93,16 @@ def test_a_posted_item_is_encoded_once_and_every_process_holds_its_bits(
     for j in range(3):
         rows = [s.engine.model.item_embeddings[s.engine.item(f"posted-{j}")] for s in (a, b)]
         assert rows[0].tobytes() == rows[1].tobytes()
+    # An edit of the attributes alone encodes nothing: the stored vector is the one held.
+    held = a.engine.model.item_embeddings[a.engine.item("posted-1")].tobytes()
+    a_cache = a.engine.text_cache
+    real = a_cache.disk, a_cache.encoder
+    a_cache.disk, a_cache.encoder = None, _Refusing(a_cache.name, a_cache.dim)  # type: ignore[assignment]
+    a.upsert_items([ItemRecord("posted-1", texts[1], {"colour": "red"})])
+    edited = a.store.get_item("posted-1")
+    assert edited is not None and edited.vector == held and edited.attributes == {"colour": "red"}
+    a_cache.disk, a_cache.encoder = real
+    assert b.catch_up() == 1
     # A vector some other encoder made is not used: that process encodes the text itself.
     a.upsert_items([ItemRecord("other", texts[0] + " again", {})])
     with a.store._engine.begin() as conn:

@@ -359,11 +359,23 @@ class Engine:
         """The name of the encoder of this model's item texts (what a stored vector names)."""
         return self._encoder.name
 
-    def encode_items(self, rendered: Sequence[str]) -> np.ndarray:
-        """Item vectors of `check_items`' texts, as `upsert_items` would compute them, for the
-        store to keep beside the items."""
-        with self._encoder.persisting():
-            return self._encoder.encode(list(rendered), show_progress=False)
+    def item_vectors(self, records: Sequence[ItemRecord], rendered: Sequence[str]) -> np.ndarray:
+        """Each record's item vector as this engine will hold it after `upsert_items`, for the
+        store to keep beside the item: the held vector of an item whose text is unchanged (an
+        edit of its attributes encodes nothing), a new encoding otherwise."""
+        m = self._snap.model
+        out = np.empty((len(rendered), self._encoder.dim), dtype=np.float32)
+        fresh: list[int] = []
+        for j, (r, text) in enumerate(zip(records, rendered, strict=True)):
+            i = self._item_index.get(r.item_id)
+            if i is not None and i < m.catalogue.n_items and m.catalogue.item_text[i] == text:
+                out[j] = m.item_embeddings[i]
+            else:
+                fresh.append(j)
+        if fresh:
+            with self._encoder.persisting():
+                out[fresh] = self._encoder.encode([rendered[j] for j in fresh], show_progress=False)
+        return out
 
     def _stored_vectors(
         self, records: Sequence[ItemRecord], rendered: Sequence[str]

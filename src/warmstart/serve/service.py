@@ -271,7 +271,7 @@ class Service:
         with self.writes:
             engine = self.engine
             rendered = engine.check_items(records)
-            vectors = engine.encode_items(rendered).astype("<f4")
+            vectors = engine.item_vectors(records, rendered).astype("<f4")
             records = [
                 replace(r, vector=v.tobytes(), encoder=engine.encoder_name)
                 for r, v in zip(records, vectors, strict=True)

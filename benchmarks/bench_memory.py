@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from common import code_version, command_line, log, machine_info, write_result
-from serve_bench.server import auth_headers, serving
+from serve_bench.server import auth_headers, serving, wait_workers
 
 _FIELDS = (
     "Rss",
@@ -78,15 +78,7 @@ def _one(tree: Path, workers: int, args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory() as tmp,
         serving(args.model, Path(tmp), env, timeout=1800, workers=workers) as server,
     ):
-        ready: set[int] = set()
-        deadline = time.monotonic() + 1800
-        while len(ready) < workers:  # the server is up once one worker is; wait for all
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only workers {sorted(ready)} got ready, of {workers}")
-            r = httpx.get(f"{server.base_url}/readyz", timeout=10)
-            if r.status_code == 200:
-                ready.add(int(r.json()["worker"]))
-            time.sleep(0.05)
+        wait_workers(server.base_url, workers, 1800)  # the port answers once one worker is up
         pids: dict[int, int] = {}  # worker pid -> requests it answered
         t0 = time.perf_counter()
         for method, path, body in requests:

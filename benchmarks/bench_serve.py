@@ -48,7 +48,7 @@ from serve_bench.load import TRANSPORTS
 from serve_bench.measure import measure, measure_freshness, save
 from serve_bench.report import plot, print_summary
 from serve_bench.routes import ALL_ROUTES, build_routes
-from serve_bench.server import auth_headers, idle_usage, serving, wait_quiet
+from serve_bench.server import auth_headers, idle_usage, serving, wait_quiet, wait_workers
 
 VERSIONS = ("numpy", "fastapi", "starlette", "uvicorn", "pydantic", "httpx", "usearch")
 
@@ -58,23 +58,6 @@ def machine_info_with_speedups() -> dict[str, Any]:
     speed-ups are installed (they change what the server's event loop and parser cost)."""
     loops = [m for m in ("uvloop", "httptools") if importable(m)]
     return {**machine_info(VERSIONS), "uvicorn_speedups_installed": loops}
-
-
-def wait_workers(base_url: str, workers: int, timeout: float) -> float:
-    """Seconds until `workers` distinct worker pids have answered /readyz with 200 (each on a
-    new connection, which the kernel may hand to any worker)."""
-    import httpx
-
-    t0 = time.perf_counter()
-    seen: set[int] = set()
-    while len(seen) < workers:
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"only workers {sorted(seen)} got ready, of {workers}")
-        r = httpx.get(f"{base_url}/readyz", timeout=10)
-        if r.status_code == 200:
-            seen.add(int(r.json()["worker"]))
-        time.sleep(0.05)
-    return time.perf_counter() - t0
 
 
 def profile_in_subprocess(args: argparse.Namespace, model_dir: Path, tmp: Path) -> dict[str, Any]:

@@ -197,3 +197,20 @@ def server_side(
 def auth_headers() -> dict[str, str]:
     """The bearer key the benchmark starts the server with (every route but health needs it)."""
     return {"Authorization": f"Bearer {KEY}"}
+
+
+def wait_workers(base_url: str, workers: int, timeout: float) -> float:
+    """Seconds until `workers` distinct worker pids have answered /readyz with 200 (each on a
+    new connection, which the kernel may hand to any worker)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    seen: set[int] = set()
+    while len(seen) < workers:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"only workers {sorted(seen)} got ready, of {workers}")
+        r = httpx.get(f"{base_url}/readyz", timeout=10)
+        if r.status_code == 200:
+            seen.add(int(r.json()["worker"]))
+        time.sleep(0.05)
+    return time.perf_counter() - t0

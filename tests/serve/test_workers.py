@@ -12,28 +12,20 @@ from typing import Any
 
 import httpx
 
-from tests.serve.test_serve import ADMIN, ADMIN_AUTH, AUTH, free_port, serving_process
+from tests.serve.test_serve import (
+    ADMIN,
+    ADMIN_AUTH,
+    AUTH,
+    each_worker,
+    free_port,
+    serving_process,
+)
 from tests.synthetic import Synthetic
 
 
-def _ready(base: str) -> dict[str, Any]:
-    """/readyz on a new connection, so that the kernel may hand it to either worker."""
-    with httpx.Client(base_url=base, timeout=10) as c:
-        r = c.get("/readyz")
-        return dict(r.json()) if r.status_code == 200 else {}
-
-
 def _workers(base: str, n: int = 2, timeout: float = 120) -> set[int]:
-    """The pids of `n` ready workers (new connections until each has answered)."""
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < n:
-        assert time.monotonic() < deadline, f"only workers {seen} answered"
-        pid = _ready(base).get("worker")
-        if pid:
-            seen.add(int(pid))
-        time.sleep(0.02)
-    return seen
+    """The pids of `n` ready workers."""
+    return set(each_worker(base, n, lambda c: None, timeout))
 
 
 def _visible_on(base: str, pid: int, item: str, timeout: float = 10) -> bool:

@@ -30,10 +30,16 @@ from warmstart.models import (
     WarmStartRecommender,
     cf,
 )
+from warmstart.models.arrays import binary, summed_rows
 from warmstart.models.base import ProfileQuery
 from warmstart.models.cf import ALSRecommender, fold_in
 from warmstart.models.hybrid import model as hybrid_model
-from warmstart.models.hybrid.blending import ColdBlend, dense_columns, time_ranks
+from warmstart.models.hybrid.blending import (
+    ColdBlend,
+    dense_columns,
+    standardise_sparse,
+    time_ranks,
+)
 from warmstart.models.moments import ItemMoments
 from warmstart.registry import MODELS
 
@@ -890,6 +896,49 @@ def test_dense_columns_match_scipy_indexing() -> None:
     rows = sp.random(4, 50, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     for cols in (np.array([7, 0, 49, 3, 12]), np.array([5, 5, 1]), np.array([], dtype=np.int64)):
         np.testing.assert_array_equal(dense_columns(rows, cols), rows[:, cols].toarray())
+
+
+@pytest.mark.parametrize("width", [40, 20_000], ids=["product", "gathered"])
+def test_summed_rows_equal_the_product_to_the_bit(width: int) -> None:
+    """A history's neighbour sums, gathered for a wide catalogue or multiplied for a narrow
+    one: the same bits as `binary(rows) @ matrix`, a repeated or zero entry and an empty row
+    included, and sums that cancel to zero left out as the product leaves them out."""
+    rng = np.random.default_rng(5)
+    n = 60
+    at = np.repeat(np.arange(n), 4)
+    values = rng.normal(size=at.size).astype(np.float32)
+    columns = rng.integers(4, width, at.size)
+    columns[[28, 32]], values[[28, 32]] = 3, [0.5, -0.5]  # items 7 and 8 cancel in column 3
+    matrix = sp.csr_matrix((values, (at, columns)), shape=(n, width))  # duplicates summed
+    rows = sp.csr_matrix(  # row 0 with a stored zero, row 1 empty, row 2 names item 1 twice
+        (np.array([1, 2, 0, 1, 1, 1], np.float32), np.array([7, 8, 9, 1, 1, 4]), [0, 3, 3, 6]),
+        shape=(3, n),
+    )
+    got = summed_rows(rows, matrix)
+    expected = sp.csr_matrix(binary(rows) @ matrix, dtype=np.float32)
+    got.sort_indices()
+    expected.sort_indices()
+    assert got.dtype == np.float32 and got.shape == (3, width)
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.data, expected.data)
+    assert got[1].nnz == 0 and got[0, 3] == 0 and 3 not in got[0].indices
+
+
+def test_standardise_sparse_equals_the_dense_standardising() -> None:
+    rows = sp.csr_matrix(  # row 0 names column 5 twice, row 2 is empty
+        (np.array([1.0, 2.0, 0.5, -1.0], np.float32), np.array([0, 5, 5, 3]), [0, 3, 4, 4]),
+        shape=(3, 10),
+    )
+    dense = rows.toarray()  # the repeated entry summed, as a product's row holds it
+    expected = (dense - dense.mean(axis=1, keepdims=True)) / (
+        dense.std(axis=1, keepdims=True) + 1e-9
+    )
+    np.testing.assert_allclose(standardise_sparse(rows, None), expected, rtol=1e-5, atol=1e-5)
+    cols = np.array([9, 5, 0, 5])
+    np.testing.assert_allclose(
+        standardise_sparse(rows, cols), expected[:, cols], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_fit_report_warns_when_item_text_is_short(data: Synthetic, tmp_path: Path) -> None:

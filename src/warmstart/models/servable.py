@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
 from warmstart.models.base import Explanation, ProfileQuery
 from warmstart.models.catalogue import Catalogue
@@ -70,9 +71,11 @@ class ServableModel(Protocol):
     @property
     def blends_warm_users(self) -> bool: ...
 
-    def score_warm_user(self, user: int, candidates: np.ndarray) -> np.ndarray: ...
+    def score_warm_user(
+        self, user: int, candidates: np.ndarray, near: sp.csr_matrix | None = None
+    ) -> np.ndarray: ...
 
-    def history_neighbours(self, user: int) -> np.ndarray: ...
+    def history_neighbours(self, user: int) -> sp.csr_matrix: ...
 
     # The catalogue as it changes.
     def add_items(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from warmstart.data.templates import render_attributes, title_of
 from warmstart.errors import UnknownIdError
@@ -564,7 +565,7 @@ class Engine:
             text = parts.text[0]
             pools.append(self.text_index.nearest_keys(text, fetch + len(seen), CANDIDATE_DEPTH))
         if parts.near is not None:
-            pools.append(parts.near.indices)
+            pools.append(_strongest(parts.near, fetch + len(seen)))
         if blend.popularity_weight and not parts.described[0]:
             pools.append(snap.popular[0][:fetch])
         cand = np.unique(np.concatenate(pools).astype(np.int64))
@@ -582,19 +583,20 @@ class Engine:
         self, snap: Snapshot, u: int, history: np.ndarray, k: int, exclude_seen: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """A trained user's top-k: one inner-product search, or, where the model adds its
-        history's neighbours and popularity, exact scores of the search's candidates, the
-        neighbours and the most popular items."""
+        history's neighbours and popularity, exact scores of the search's candidates, the items
+        nearest their history and the most popular items."""
         m = snap.model
         seen = set(history.tolist()) if exclude_seen else set()
         if not m.blends_warm_users:
             return _search(snap, self.index, m.user_vectors[u], k, seen)
+        near = m.history_neighbours(u) if m.warm_neighbour_weight_ else None
         if self.index.is_exact:
             cand = np.flatnonzero(snap.live)
         else:
             fetch = max(CANDIDATES, k) + len(seen)
             pools = [self.index.nearest_keys(m.user_vectors[u], fetch, CANDIDATE_DEPTH)]
-            if m.warm_neighbour_weight_:
-                pools.append(m.history_neighbours(u))
+            if near is not None:
+                pools.append(_strongest(near, fetch))
             if m.warm_popularity_weight_:
                 pools.append(snap.popular[0][:fetch])
             cand = np.unique(np.concatenate(pools).astype(np.int64))
@@ -603,7 +605,7 @@ class Engine:
             cand = cand[~np.isin(cand, history)]
         if cand.size == 0:
             return np.full(k, -1, dtype=np.int64), np.full(k, -np.inf, dtype=np.float32)
-        order, top = topk(m.score_warm_user(u, cand), k, copy=False)
+        order, top = topk(m.score_warm_user(u, cand, near), k, copy=False)
         return np.where(order[0] >= 0, cand[np.maximum(order[0], 0)], -1), top[0]
 
     def _popular(self, snap: Snapshot, k: int, explain: bool) -> Ranked:
@@ -653,6 +655,15 @@ def _search(
                 scores = np.concatenate([scores, np.full(pad, -np.inf, dtype=np.float32)])
             return keys, scores
         fetch = min(2 * fetch + int((~ok).sum()), len(index))
+
+
+def _strongest(row: sp.csr_matrix, count: int) -> np.ndarray:
+    """The columns of a one-row sparse matrix's `count` largest values: a history's nearest
+    items, as many as a search fetches (a long history reaches thousands, and every candidate
+    costs a scored row)."""
+    if row.nnz <= count:
+        return np.asarray(row.indices, dtype=np.int64)
+    return np.asarray(row.indices[np.argpartition(-row.data, count - 1)[:count]], dtype=np.int64)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

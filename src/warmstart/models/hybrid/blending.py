@@ -112,8 +112,14 @@ def standardise_sparse(rows: sp.csr_matrix, cols: np.ndarray | None) -> np.ndarr
     """`standardise` of sparse rows over all their columns (zeros included), exactly, without
     densifying them; then only `cols` (all columns when None)."""
     n = rows.shape[1]
-    sums = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
-    squares = np.asarray(rows.multiply(rows).sum(axis=1), dtype=np.float64).ravel()
+    rows = rows.tocsr()
+    if not rows.has_canonical_format:  # a repeated column counts once, squared once
+        rows = rows.copy()
+        rows.sum_duplicates()
+    values = rows.data.astype(np.float64)
+    row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    sums = np.bincount(row_of, weights=values, minlength=rows.shape[0])
+    squares = np.bincount(row_of, weights=values * values, minlength=rows.shape[0])
     mean = sums / n
     std = np.sqrt(np.maximum(squares / n - mean**2, 0.0)) + 1e-9
     dense = rows.toarray().astype(np.float64) if cols is None else dense_columns(rows, cols)

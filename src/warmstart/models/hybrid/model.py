@@ -18,7 +18,13 @@ from warmstart.data.templates import short_label
 from warmstart.errors import ModelFormatError
 from warmstart.index.exact import topk
 from warmstart.metrics import NDCG, CappedRecall
-from warmstart.models.arrays import binary, cosine, csr_from_state, csr_state, standardise
+from warmstart.models.arrays import (
+    cosine,
+    csr_from_state,
+    csr_state,
+    standardise,
+    summed_rows,
+)
 from warmstart.models.base import ProfileQuery, Recommender
 from warmstart.models.catalogue import Catalogue
 from warmstart.models.cf import CFConfig, confidence_matrix, fit_factors, fold_in, profile_rows
@@ -626,18 +632,27 @@ class WarmStartRecommender(TextAware, Recommender):
             self.warm_neighbour_weight_ or self.warm_popularity_weight_ or self.new_item_boost_
         )
 
-    def score_warm_user(self, user: int, candidates: np.ndarray) -> np.ndarray:
+    def score_warm_user(
+        self, user: int, candidates: np.ndarray, near: sp.csr_matrix | None = None
+    ) -> np.ndarray:
         """A warm user's scores for `candidates` only (internal ids), equal to the full ones:
-        the added terms are standardised over every item, as `_score_users` does."""
+        the added terms are standardised over every item, as `_score_users` does. `near` is
+        `history_neighbours(user)` where the caller has it already."""
         scores = self.user_vectors[[user]] @ self.item_vectors[candidates].T
-        return self._warm_blend(scores, np.array([user]), candidates)
+        return self._warm_blend(scores, np.array([user]), candidates, near)
 
-    def history_neighbours(self, user: int) -> np.ndarray:
-        """Internal ids of the items near a trained user's history (the warm blend's term)."""
-        return np.asarray(self.neighbour_rows(self.catalogue.seen[[user]]).indices, np.int64)
+    def history_neighbours(self, user: int) -> sp.csr_matrix:
+        """A trained user's history's summed neighbour similarities, one row over every item:
+        the warm blend's neighbour term before standardising (its non-zeros are the items near
+        what they picked)."""
+        return self.neighbour_rows(self.catalogue.seen[[user]])
 
     def _warm_blend(
-        self, scores: np.ndarray, users: np.ndarray, columns: np.ndarray | None = None
+        self,
+        scores: np.ndarray,
+        users: np.ndarray,
+        columns: np.ndarray | None = None,
+        near: sp.csr_matrix | None = None,
     ) -> np.ndarray:
         """s + w_i (a_w z(history's neighbours) + b_w z(popularity)) + boost (1 - w_i) max(z(s), 0).
 
@@ -646,14 +661,17 @@ class WarmStartRecommender(TextAware, Recommender):
         item's collaborative weight: an item with no interactions has no neighbours and no
         popularity yet, which says nothing against it, so it gets the average item's terms (0)
         and competes on its text-placed score, raised in proportion to how well it fits (the
-        boost), so new items that fit reach lists where warm items have those terms.
+        boost), so new items that fit reach lists where warm items have those terms. `near` is
+        `neighbour_rows` of the users' histories where the caller has it already.
         """
         a, b = self.warm_neighbour_weight_, self.warm_popularity_weight_
         out = np.array(scores, dtype=np.float32)
-        counts = self.catalogue.item_counts().astype(np.float32)
-        w = interaction_weight(counts if columns is None else counts[columns], self.lambda_items_)
+        counts = self.catalogue.item_counts()
+        counts = (counts if columns is None else counts[columns]).astype(np.float32)
+        w = interaction_weight(counts, self.lambda_items_)
         if a:
-            near = self.neighbour_rows(self.catalogue.seen[users])
+            if near is None:
+                near = self.neighbour_rows(self.catalogue.seen[users])
             out += a * w * standardise_sparse(near, columns)
         if b:
             z_pop = self._popularity_z()
@@ -709,7 +727,7 @@ class WarmStartRecommender(TextAware, Recommender):
 
     def neighbour_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         """Per row, the summed neighbour similarities of its named items (float32 CSR)."""
-        return sp.csr_matrix(binary(rows) @ self.neighbour_sim, dtype=np.float32)
+        return summed_rows(rows, self.neighbour_sim)
 
     def _popularity_z(self) -> np.ndarray:
         """Standardised popularity (1, n_items), kept while the popularity array stays the same."""

@@ -178,6 +178,60 @@ def test_warm_user_matches_the_model(
     assert not set(_ids(body)) & data.history(user)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_reads_run_at_most_read_threads_at_once_and_writes_pass_them(
+    model_dir: Path, tmp_path: Path, data: Synthetic, threads: int
+) -> None:
+    """Six recommendation requests at once: at most `read_threads` are in the engine together,
+    the rest wait their turn and all answer; a write sent meanwhile does not wait for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = ServeSettings(
+        model_dir=model_dir,
+        db_url=f"sqlite:///{tmp_path / 'reads.db'}",
+        api_keys=(KEY,),  # type: ignore[arg-type]
+        read_threads=threads,
+    )
+    app = create_app(cfg)
+    server, base = start_server(app, cfg)
+    engine = app.state.service.engine
+    original = engine.recommend_user
+    lock = threading.Lock()
+    running, most = 0, 0
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.3)
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    engine.recommend_user = slow
+    users = [str(u) for u in data.warm_users[:6]]
+    try:
+        with ThreadPoolExecutor(len(users)) as pool:
+            reads = [
+                pool.submit(httpx.get, f"{base}/v1/users/{u}/recommendations", headers=AUTH)
+                for u in users
+            ]
+            time.sleep(0.1)
+            event = {"user_id": users[0], "item_id": data.items_of(0)[0], "type": "click"}
+            write = httpx.post(f"{base}/v1/events", headers=AUTH, json={"events": [event]})
+            reads_pending = sum(not r.done() for r in reads)
+            codes = [r.result().status_code for r in reads]
+    finally:
+        server.should_exit = True
+        server.thread.join(timeout=10)  # type: ignore[attr-defined]
+    assert codes == [200] * len(users)
+    assert most == threads
+    assert write.status_code == 200 and reads_pending > 0
+
+
 @pytest.mark.parametrize("exact_below", [20_000, 0], ids=["exact", "hnsw"])
 def test_warm_blend_is_served_as_the_model_scores_it(
     data: Synthetic, tmp_path: Path, exact_below: int

@@ -452,6 +452,12 @@ def serve(
     max_connections: Annotated[
         int, typer.Option("--max-connections", min=1, help="open connections; beyond, 503")
     ] = 1000,
+    read_threads: Annotated[
+        int,
+        typer.Option(
+            "--read-threads", min=1, help="recommendation reads at once per worker; more wait"
+        ),
+    ] = 2,
     text_cache_mib: Annotated[
         int,
         typer.Option("--text-cache-mib", min=1, help="memory for cached visitor text vectors"),
@@ -494,6 +500,7 @@ def serve(
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,
             "max_connections": max_connections,
+            "read_threads": read_threads,
             "text_cache_bytes": text_cache_mib * 2**20,
             "query_encoder": query_encoder,
         }

@@ -26,6 +26,7 @@ OPTIONS: dict[str, str] = {
     "header_timeout": "--header-timeout",
     "body_timeout": "--body-timeout",
     "max_connections": "--max-connections",
+    "read_threads": "--read-threads",
     "text_cache_bytes": "--text-cache-mib",
     "query_encoder": "--query-encoder",
 }

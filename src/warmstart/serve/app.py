@@ -28,6 +28,7 @@ from warmstart.serve.deps import (
     SEQ_HEADER,
     AdminKeyRequired,
     KeyRequired,
+    Reads,
     SeqNotReached,
     SeqUnknown,
     TooManyEntries,
@@ -96,6 +97,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    app.state.reads = Reads(settings.read_threads)
     app.add_middleware(
         Edge,
         gate=service,

@@ -7,8 +7,12 @@ would cost every request a hop to a worker thread.
 """
 
 import asyncio
-from typing import Annotated, Any
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -55,6 +59,39 @@ async def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+
+T = TypeVar("T")
+
+
+class Reads:
+    """Engine reads (recommendations, similar items) on worker threads, at most `threads` at
+    once in this process; the rest wait for a turn in arrival order.
+
+    A read is mostly small numpy steps that hold the GIL, so reads beyond the cores a process
+    can use only take turns on it and each takes longer: at 1,000,000 items a worker on the
+    starlette pool's 40 threads saturated at 130-170 warm requests/s, on 2 at 225/s (see
+    BENCHMARKS.md). Writes keep the framework's own pool, so a slow write never takes a read's
+    turn, and reads never queue behind writes.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if self._limiter is None:  # made on first use: anyio makes it for the running loop
+            self._limiter = anyio.CapacityLimiter(self.threads)
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self._limiter
+        )
+
+
+async def get_reads(request: Request) -> Reads:
+    reads: Reads = request.app.state.reads
+    return reads
+
+
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 
 # Declared so that the OpenAPI document says how to authenticate.
 _bearer = HTTPBearer(auto_error=False)

@@ -66,6 +66,8 @@ class ServeSettings(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive the headers
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_connections: int = Field(default=1000, ge=1)  # beyond it, 503
+    # Engine reads running at once in a process (`deps.Reads`); the rest wait their turn.
+    read_threads: int = Field(default=2, ge=1)
     # Visitors' and users' text vectors kept in memory: at most this many, and this many bytes.
     text_cache_texts: int = Field(default=20_000, ge=1)
     text_cache_bytes: int = Field(default=64 * 2**20, ge=2**20)

@@ -1,19 +1,18 @@
 """Recommendations: for a user (by id), for a profile sent in the request, and similar items.
 
-The handlers are async and send only the engine's work to a thread: a sync route would also
-validate its response in a second thread hop.
+The handlers are async and send only the engine's work to a read thread (`deps.Reads`): a
+sync route would also validate its response in a second thread hop.
 """
 
 from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Query
-from starlette.concurrency import run_in_threadpool
 
 from warmstart.data.templates import short_label
 from warmstart.models.base import Explanation
 from warmstart.serve import schemas as s
-from warmstart.serve.deps import NOT_FOUND, ServiceDep, keyed_router
+from warmstart.serve.deps import NOT_FOUND, ReadsDep, ServiceDep, keyed_router
 from warmstart.serve.engine import Ranked
 
 router = keyed_router()
@@ -25,12 +24,13 @@ K = Annotated[int, Query(ge=1, le=s.MAX_K, description="how many items")]
 async def recommend_user(
     user_id: s.PathId,
     service: ServiceDep,
+    reads: ReadsDep,
     k: K = 10,
     exclude_seen: bool = True,
     explain: bool = True,
 ) -> s.RecommendationsOut:
     engine, blend, tag = service.route(user_id)
-    ranked = await run_in_threadpool(
+    ranked = await reads.run(
         engine.recommend_user,
         user_id,
         k=k,
@@ -46,8 +46,10 @@ async def recommend_user(
 
 
 @router.post("/v1/recommendations", response_model=s.RecommendationsOut, responses=NOT_FOUND)
-async def recommend_profile(body: s.ProfileIn, service: ServiceDep) -> s.RecommendationsOut:
-    ranked = await run_in_threadpool(
+async def recommend_profile(
+    body: s.ProfileIn, service: ServiceDep, reads: ReadsDep
+) -> s.RecommendationsOut:
+    ranked = await reads.run(
         service.engine.recommend_profile,
         body.text,
         body.attributes,
@@ -60,8 +62,10 @@ async def recommend_profile(body: s.ProfileIn, service: ServiceDep) -> s.Recomme
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=s.SimilarOut, responses=NOT_FOUND)
-async def similar(item_id: s.PathId, service: ServiceDep, k: K = 10) -> s.SimilarOut:
-    ranked = await run_in_threadpool(service.engine.similar_items, item_id, k=k)
+async def similar(
+    item_id: s.PathId, service: ServiceDep, reads: ReadsDep, k: K = 10
+) -> s.SimilarOut:
+    ranked = await reads.run(service.engine.similar_items, item_id, k=k)
     return s.SimilarOut(
         item_id=item_id,
         items=[

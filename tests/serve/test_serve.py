@@ -232,6 +232,16 @@ def test_reads_run_at_most_read_threads_at_once_and_writes_pass_them(
     assert write.status_code == 200 and reads_pending > 0
 
 
+def test_read_threads_default_to_the_cores_shared_among_workers(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    settings = ServeSettings(model_dir=tmp_path, api_keys=(KEY,))  # type: ignore[arg-type]
+    assert settings.reads_at_once() == cores
+    assert settings.reads_at_once(workers=2) == max(1, cores // 2)
+    assert settings.reads_at_once(workers=4 * cores) == 1  # never none
+    given = settings.model_copy(update={"read_threads": 3})
+    assert given.reads_at_once() == given.reads_at_once(workers=8) == 3
+
+
 @pytest.mark.parametrize("exact_below", [20_000, 0], ids=["exact", "hnsw"])
 def test_warm_blend_is_served_as_the_model_scores_it(
     data: Synthetic, tmp_path: Path, exact_below: int

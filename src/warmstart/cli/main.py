@@ -453,11 +453,13 @@ def serve(
         int, typer.Option("--max-connections", min=1, help="open connections; beyond, 503")
     ] = 1000,
     read_threads: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--read-threads", min=1, help="recommendation reads at once per worker; more wait"
+            "--read-threads",
+            min=1,
+            help="recommendation reads at once per worker, more wait [default: cores / workers]",
         ),
-    ] = 2,
+    ] = None,
     text_cache_mib: Annotated[
         int,
         typer.Option("--text-cache-mib", min=1, help="memory for cached visitor text vectors"),

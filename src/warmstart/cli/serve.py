@@ -58,4 +58,5 @@ def run(config: ServeSettings, *, host: str, port: int, level: str, workers: int
 
     if workers == 1:
         return processes.serve(config, host=host, port=port, level=level)
-    return processes.serve_workers(config, host=host, port=port, level=level, workers=workers)
+    shared = config.model_copy(update={"read_threads": config.reads_at_once(workers)})
+    return processes.serve_workers(shared, host=host, port=port, level=level, workers=workers)

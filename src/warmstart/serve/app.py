@@ -97,7 +97,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
-    app.state.reads = Reads(settings.read_threads)
+    app.state.reads = Reads(settings.reads_at_once())
     app.add_middleware(
         Edge,
         gate=service,

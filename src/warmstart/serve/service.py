@@ -67,7 +67,8 @@ class ServeSettings(BaseModel):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_connections: int = Field(default=1000, ge=1)  # beyond it, 503
     # Engine reads running at once in a process (`deps.Reads`); the rest wait their turn.
-    read_threads: int = Field(default=2, ge=1)
+    # None: the cores this process may run on, shared among the workers (`reads_at_once`).
+    read_threads: int | None = Field(default=None, ge=1)
     # Visitors' and users' text vectors kept in memory: at most this many, and this many bytes.
     text_cache_texts: int = Field(default=20_000, ge=1)
     text_cache_bytes: int = Field(default=64 * 2**20, ge=2**20)
@@ -91,6 +92,14 @@ class ServeSettings(BaseModel):
     neighbour_weight: float | None = Field(default=None, ge=0)
     popularity_weight: float | None = Field(default=None, ge=0)
     popularity_fade: float | None = Field(default=None, ge=0, le=1)
+
+    def reads_at_once(self, workers: int = 1) -> int:
+        """`read_threads`, or else a share of the usable cores for each of `workers` processes:
+        one read per core in all (more only take turns on the GIL; BENCHMARKS.md)."""
+        if self.read_threads is not None:
+            return self.read_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
     @property
     def blend(self) -> dict[str, float]:

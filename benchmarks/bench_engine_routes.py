@@ -33,11 +33,10 @@ def time_routes(model_dir: Path, index_cache: Path | None, requests: int) -> dic
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    from serve_bench.routes import profile_texts
+    from serve_bench.inprocess import add_newcomers
 
     from warmstart.serve.engine import Engine
     from warmstart.serve.service import load_model
-    from warmstart.serve.store import EventRecord, UserRecord
 
     model = load_model(model_dir)
     engine = Engine(model, graph_dir=index_cache)
@@ -45,17 +44,7 @@ def time_routes(model_dir: Path, index_cache: Path | None, requests: int) -> dic
     rng = np.random.default_rng(0)
     trained = np.asarray(cat.user_ids.to_list(), dtype=object)[cat.user_counts() > 0]
     warm = [str(u) for u in rng.choice(trained, size=min(2000, trained.size), replace=False)]
-    texts = profile_texts(rng, cat.item_text, 50)
-    engine.upsert_users([UserRecord(f"text-{i}", t, {}) for i, t in enumerate(texts)])
-    ids = cat.item_ids.to_list()
-    common = [str(ids[i]) for i in np.flatnonzero(cat.item_counts() >= 5)]
-    engine.add_events(
-        EventRecord(f"few-{i}", str(item), "click", None, None, None)
-        for i in range(50)
-        for item in rng.choice(common, size=3, replace=False)
-    )
-    for text in texts:  # encoded once: the timed calls find them cached, as the load test does
-        engine.recommend_profile(text, {}, [], k=10)
+    texts = add_newcomers(engine, rng)
     routes: dict[str, tuple[Any, Any]] = {
         "warm": (warm, lambda u: engine.recommend_user(u, k=10)),
         "text-only": ([f"text-{i}" for i in range(50)], lambda u: engine.recommend_user(u, k=10)),

@@ -20,6 +20,27 @@ from serve_bench.catalogue import pseudo_words
 from serve_bench.routes import profile_texts
 
 
+def add_newcomers(engine: Any, rng: np.random.Generator, n: int = 50) -> list[str]:
+    """`n` text-only users (`text-0`, ...) and `n` few-shot users (`few-0`, ..., 3 clicks each
+    on items with 5 or more interactions) on `engine`; returns `n` visitor texts, encoded once
+    so that timed calls find them cached, as the load test's do."""
+    from warmstart.serve.store import EventRecord, UserRecord
+
+    cat = engine.model.catalogue
+    texts = profile_texts(rng, cat.item_text, n)
+    engine.upsert_users([UserRecord(f"text-{i}", t, {}) for i, t in enumerate(texts)])
+    ids = cat.item_ids.to_list()
+    common = [str(ids[i]) for i in np.flatnonzero(cat.item_counts() >= 5)]
+    engine.add_events(
+        EventRecord(f"few-{i}", str(item), "click", None, None, None)
+        for i in range(n)
+        for item in rng.choice(common, size=3, replace=False)
+    )
+    for text in texts:
+        engine.recommend_profile(text, {}, [], explain=True)
+    return texts
+
+
 def timed(fn: Callable[[], Any], n: int, budget_s: float = 8.0) -> dict[str, float]:
     """p50/p99/mean wall milliseconds of up to n calls (fewer, at least 10, past `budget_s`)."""
     times: list[float] = []
@@ -71,7 +92,7 @@ def inprocess_profile(
     from warmstart.models.cf import fold_in
     from warmstart.models.hybrid import WarmStartRecommender
     from warmstart.serve.engine import Engine
-    from warmstart.serve.store import EventRecord, ItemRecord, UserRecord
+    from warmstart.serve.store import ItemRecord
 
     t0 = time.perf_counter()
     model = Recommender.load(model_dir)
@@ -85,17 +106,7 @@ def inprocess_profile(
     cat = m.catalogue
     counts = cat.user_counts()
     warm = [str(u) for u in np.asarray(cat.user_ids.to_list(), dtype=object)[counts > 0]]
-    texts = profile_texts(rng, cat.item_text, 50)
-    engine.upsert_users([UserRecord(f"text-{i}", t, {}) for i, t in enumerate(texts)])
-    all_items = cat.item_ids.to_list()
-    common = [str(all_items[i]) for i in np.flatnonzero(cat.item_counts() >= 5)]
-    engine.add_events(
-        EventRecord(f"few-{i}", str(item), "click", None, None, None)
-        for i in range(50)
-        for item in rng.choice(common, size=3, replace=False)
-    )
-    for t in texts:  # encode once: the profiled calls see cached embeddings, as the load did
-        engine.recommend_profile(t, {}, [], explain=True)
+    texts = add_newcomers(engine, rng)
     users = itertools.cycle(warm[:: max(1, len(warm) // 500)])
     text_users = itertools.cycle([f"text-{i}" for i in range(50)])
     few_users = itertools.cycle([f"few-{i}" for i in range(50)])

@@ -68,10 +68,10 @@ class Reads:
     once in this process; the rest wait for a turn in arrival order.
 
     A read is mostly small numpy steps that hold the GIL, so reads beyond the cores a process
-    can use only take turns on it and each takes longer: at 1,000,000 items a worker on the
-    starlette pool's 40 threads saturated at 130-170 warm requests/s, on 2 at 225/s (see
-    BENCHMARKS.md). Writes keep the framework's own pool, so a slow write never takes a read's
-    turn, and reads never queue behind writes.
+    can use only take turns on it and each takes longer: at 1,000,000 items one worker on the
+    starlette pool's 40 threads saturated at 117-131 warm requests/s, on 2 at 184-193/s
+    (BENCHMARKS.md). Writes keep the framework's own pool, so a slow write never takes a
+    read's turn, and reads never queue behind writes.
     """
 
     def __init__(self, threads: int) -> None:

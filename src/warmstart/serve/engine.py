@@ -19,8 +19,8 @@ is small enough for exact search. Above `exact_below` items they are scored only
 the ANN neighbours of their scoring vector and of their text, their named items' strongest
 co-occurrence neighbours (as many as a search fetches) and the most popular items. Their scores
 are exactly those of the full computation: each term's mean and spread over the whole catalogue
-come from the moments of the item vectors (`ServableModel.score_profile_parts`). At 100,000 items the full computation reads
-every item vector twice per request (about 50 ms).
+come from the moments of the item vectors (`ServableModel.score_profile_parts`). At 100,000
+items the full computation reads every item vector twice per request (about 50 ms).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install "pip==23.2.1" setuptools wheel "numpy>=1.26" "scipy>=1.11"
 	$(BIN)/pip install --no-build-isolation lightfm==1.17
 	$(BIN)/pip install --upgrade pip setuptools wheel
-	$(BIN)/pip install "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install "torch==2.13.0" -e ".[dev,ray]"
 	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "CUDA packages were pulled in; aborting" >&2; exit 1; fi
 	touch $(STAMP)
 

@@ -1,4 +1,5 @@
-"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve, retrain and a demo.
+"""`warmstart` CLI: fit, recommend, similar, info, evaluate, finetune, serve, retrain, encode and a
+demo.
 
 A `WarmstartError` (bad input, data, settings or model folder) prints one clear line and exits 2;
 any other exception is a bug and keeps its traceback.
@@ -530,6 +531,82 @@ def retrain(
     out.print(
         f"retrained on events through #{last} in {time.perf_counter() - start:.1f} s: {folder}"
     )
+
+
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="local, or ray (needs the warmstart[ray] extra)")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (else a local Ray)"),
+]
+
+
+@app.command()
+def encode(
+    *,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="embedding cache to fill (else the --cache-dir default)"),
+    ] = None,
+    items: Annotated[
+        Path | None, typer.Option("--items", help="items file: csv, tsv, parquet or jsonl")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="or a built-in dataset's items")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    item_col: Annotated[str, typer.Option("--item-col", help="item id column")] = "item_id",
+    text: Annotated[
+        str | None, typer.Option("--text", help='text template, e.g. "{title}. {plot}"')
+    ] = None,
+    encoder: EncoderOpt = "default",
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: Annotated[int, typer.Option("--actors", min=1, help="Ray encoder actors")] = 1,
+    cpus_per_actor: Annotated[
+        float, typer.Option("--cpus-per-actor", min=0.01, help="CPUs (and threads) per actor")
+    ] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="texts per batch")] = 64,
+    block_size: Annotated[
+        int, typer.Option("--block-size", min=1, help="texts per written shard")
+    ] = 4096,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Encode a catalogue's item texts into the embedding cache, so fit and serve reuse them.
+
+    Only texts the cache lacks are encoded; a stopped run, run again, does what is left.
+    """
+    from warmstart.data import read_item_texts
+    from warmstart.scale import encode_texts
+
+    _check_format(fmt)
+    if (items is None) == (dataset is None):
+        raise ConfigError("give either --items FILE or --dataset NAME")
+    if items is not None:
+        texts: tuple[str | None, ...] = read_item_texts(items, item_col=item_col, item_text=text)[1]
+    else:
+        if text is not None:
+            raise ConfigError("--text applies to --items; a built-in dataset has its own")
+        texts = DataSpec(dataset=dataset, data_dir=data_dir).load().item_text
+    report = encode_texts(
+        texts,
+        encoder,
+        output,
+        engine=engine,
+        address=address,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        batch_size=batch_size,
+        block_size=block_size,
+    )
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        return
+    table = Table(title="encoded", title_justify="left", show_header=False)
+    for key, value in report.as_dict().items():
+        table.add_row(key, str(value))
+    out.print(table)
 
 
 @app.command()

@@ -120,6 +120,26 @@ def from_files(
     )
 
 
+def read_item_texts(
+    path: str | Path, *, item_col: str = "item_id", item_text: str | None = None
+) -> tuple[np.ndarray, tuple[str | None, ...]]:
+    """An items file's ids and rendered texts (None where a row renders to nothing), with the
+    same checks and the same default template as `from_files`: what a model fitted on this
+    file would encode."""
+    table = _Table.of(read_table(path), "items")
+    table.require(item_col)
+    ids = _ids(table, item_col, "item")
+    _check_unique(table, ids, item_col, "item")
+    texts = _render(table, _template(table, item_col, item_text), len(ids))
+    if not texts:
+        raise DataError(
+            f"no text to encode: no column besides {item_col!r} holds text; "
+            "name one with a text template, e.g. '{title}. {description}'",
+            path=table.path,
+        )
+    return ids, texts
+
+
 def from_frames(
     interactions: pd.DataFrame,
     items: pd.DataFrame | None = None,

@@ -126,8 +126,11 @@ class CachedEncoder:
             for key, vec in zip(keys.tolist(), vectors, strict=True):
                 self._vectors.setdefault(key, vec)
 
-    def _write_shard(self, keys: list[bytes], vectors: np.ndarray) -> Path | None:
-        """Persist new vectors; a failed write only costs re-encoding later, so it just warns."""
+    def _write_shard(
+        self, keys: list[bytes], vectors: np.ndarray, strict: bool = False
+    ) -> Path | None:
+        """Persist new vectors. A failed write only costs re-encoding later, so it warns,
+        unless `strict` (writing them is the caller's whole point): then it raises."""
         path = self.directory / f"shard-{uuid.uuid4().hex}.npz"
         try:
             write_npz(
@@ -137,9 +140,43 @@ class CachedEncoder:
                 encoder=np.array(self.name),
             )
         except OSError as exc:
+            if strict:
+                raise
             logger.warning("cannot write embedding cache shard %s: %s", path, exc)
             return None
         self._loaded.add(path.name)
+        return path
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct non-empty texts with no vector in the cache yet (shards other processes
+        wrote included), in the order first met: what an `encode` run still has to do."""
+        self._refresh()
+        todo: dict[bytes, str] = {}
+        for text in check_texts(texts):
+            if has_text(text):
+                key = _text_key(text)
+                if key not in self._vectors:
+                    todo.setdefault(key, text)
+        return list(todo.values())
+
+    def add(self, texts: Sequence[str], vectors: np.ndarray) -> Path:
+        """Store vectors of these texts that an encoder of the same name computed elsewhere
+        (another process, a Ray actor), as one new shard. Raises OSError if it cannot write."""
+        checked = check_texts(texts)
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.shape != (len(checked), self.dim):
+            raise ValueError(
+                f"{len(checked)} texts need vectors of shape {(len(checked), self.dim)}, "
+                f"got {vecs.shape}"
+            )
+        empty = [i for i, t in enumerate(checked) if not has_text(t)]
+        if empty:
+            raise ValueError(f"texts[{empty[0]}] is empty: empty texts are zero rows, not cached")
+        keys = [_text_key(t) for t in checked]
+        path = self._write_shard(keys, vecs, strict=True)
+        assert path is not None  # strict: a failed write raised
+        for key, vec in zip(keys, vecs, strict=True):
+            self._vectors.setdefault(key, vec)
         return path
 
     def encode(

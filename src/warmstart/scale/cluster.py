@@ -1,0 +1,97 @@
+"""Running on Ray: connecting to a cluster (or starting one for the run) and the checks that
+keep a Ray job from hanging or joining the wrong cluster.
+
+Ray is an optional extra (`pip install 'warmstart[ray]'`): nothing here imports it until a
+command asks for `--engine ray`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Literal
+
+from warmstart.errors import ConfigError
+from warmstart.text.core import MissingDependencyError
+
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
+
+
+def require_ray() -> ModuleType:
+    """`ray`, or an error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(
+            "--engine ray needs Ray, an optional extra: pip install 'warmstart[ray]'"
+        ) from None
+    return ray
+
+
+def check_engine(engine: str) -> Engine:
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    return "ray" if engine == "ray" else "local"
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iterator[int]:
+    """Connect this process to the Ray cluster at `address` for the block, or, without one,
+    start a Ray of its own on this machine (`num_cpus` CPUs, default all) and stop it after.
+    Yields the cluster's CPU count.
+
+    A Ray this process already joined is used as it is and left connected. A bare
+    `ray.init()` would join whatever cluster `/tmp/ray/ray_current_cluster` names, even a
+    stopped one; "no address" here always means a new local Ray (`address="local"`).
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        yield int(ray.cluster_resources().get("CPU", 0))
+        return
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=num_cpus, **options)
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ConfigError(
+            f"could not start or join {where}: {exc}\n(is it running? A cluster started with "
+            "token authentication needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here too)"
+        ) from exc
+    _quiet_ray_data()
+    try:
+        yield int(ray.cluster_resources().get("CPU", 0))
+    finally:
+        ray.shutdown()
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs every stage of every run at INFO and draws its own progress bars; the
+    commands show one bar of their own instead."""
+    with contextlib.suppress(ImportError):
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+    # After the import, which sets up Ray Data's loggers; ERROR: it warns that bars are off.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def check_actor_layout(actors: int, cpus_per_actor: float, cluster_cpus: int) -> None:
+    """Refuse a pool of actors that does not fit the cluster's CPUs: Ray Data would quietly
+    run fewer actors than asked (3 asked of 2 CPUs ran 2)."""
+    if actors < 1 or cpus_per_actor <= 0:
+        raise ConfigError(
+            f"need at least one actor with some CPU: got {actors} actors x {cpus_per_actor} CPUs"
+        )
+    if actors * cpus_per_actor > cluster_cpus:
+        raise ConfigError(
+            f"{actors} actors x {cpus_per_actor:g} CPUs need {actors * cpus_per_actor:g} CPUs; "
+            f"the Ray cluster has {cluster_cpus}: use fewer actors or fewer CPUs per actor"
+        )

@@ -1,0 +1,197 @@
+"""`warmstart encode`: the cache it fills is the one fit reads, reruns do only what is left, and
+the Ray engine (a local Ray, or the cluster $WARMSTART_TEST_RAY_ADDRESS names) gives the local
+engine's vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.cli.test_cli import _cli
+from warmstart.data import read_item_texts
+from warmstart.errors import ConfigError, DataError
+from warmstart.scale import encode as encode_module
+from warmstart.scale import encode_texts
+from warmstart.text import CachedEncoder, HashingEncoder, MissingDependencyError, get_encoder
+
+WORDS = ["red", "blue", "green", "fast", "slow", "quiet", "loud", "small", "metal", "wood"]
+
+
+def _texts(n: int, seed: int = 0) -> list[str | None]:
+    rng = np.random.default_rng(seed)
+    texts: list[str | None] = [f"{' '.join(rng.choice(WORDS, 6))} item {i}" for i in range(n)]
+    texts[1] = None  # no text
+    texts[2] = "   "  # blank: no text either
+    texts[4] = texts[3]  # a repeat
+    return texts
+
+
+class CountingEncoder:
+    """The hashing encoder, counting the texts it is asked for; fails from call `fail_at` on."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.inner = HashingEncoder()
+        self.name, self.dim = self.inner.name, self.inner.dim
+        self.calls = 0
+        self.texts = 0
+        self.fail_at = fail_at
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise KeyboardInterrupt("stopped")
+        self.texts += len(texts)
+        return self.inner.encode(texts, batch_size=batch_size)
+
+
+def test_encode_fills_the_cache_a_model_reads_and_a_rerun_encodes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = _texts(300)
+    report = encode_texts(texts, "hashing", tmp_path, block_size=100, progress=False)
+    assert (report.texts, report.empty, report.distinct) == (300, 2, 297)
+    assert (report.cached, report.encoded, report.blocks) == (0, 297, 3)
+    assert len(list(Path(report.directory).glob("shard-*.npz"))) == 3
+
+    counting = CountingEncoder()
+    monkeypatch.setattr(encode_module, "get_encoder", lambda name: counting)
+    again = encode_texts(texts, "hashing", tmp_path, block_size=100, progress=False)
+    assert (again.cached, again.encoded, again.blocks, counting.calls) == (297, 0, 0, 0)
+
+    # What a fit does with the same texts: every one a hit, and the encoder's own vectors.
+    cache = CachedEncoder(counting, tmp_path)
+    vectors = cache.encode([t or "" for t in texts])
+    assert (cache.misses, counting.calls) == (0, 0)
+    np.testing.assert_array_equal(vectors, HashingEncoder().encode([t or "" for t in texts]))
+
+
+def test_a_stopped_run_keeps_its_finished_blocks_and_the_next_does_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = _texts(500)
+    failing = CountingEncoder(fail_at=3)
+    monkeypatch.setattr(encode_module, "get_encoder", lambda name: failing)
+    with pytest.raises(KeyboardInterrupt):
+        encode_texts(texts, "hashing", tmp_path, block_size=100, progress=False)
+    assert failing.texts == 200  # two blocks done and written before the stop
+
+    counting = CountingEncoder()
+    monkeypatch.setattr(encode_module, "get_encoder", lambda name: counting)
+    rest = encode_texts(texts, "hashing", tmp_path, block_size=100, progress=False)
+    assert (rest.cached, rest.encoded, counting.texts) == (200, 297, 297)  # 497 distinct
+    assert CachedEncoder(HashingEncoder(), tmp_path).missing([t or "" for t in texts]) == []
+
+
+def test_cache_add_refuses_vectors_that_do_not_fit(tmp_path: Path) -> None:
+    cache = CachedEncoder(HashingEncoder(), tmp_path)
+    with pytest.raises(ValueError, match=r"vectors of shape \(2, 256\)"):
+        cache.add(["a", "b"], np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
+        cache.add(["a", " "], np.zeros((2, 256), dtype=np.float32))
+    assert not list(cache.directory.glob("shard-*.npz"))
+
+
+def test_read_item_texts_renders_like_a_dataset_and_names_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    pd.DataFrame(
+        {"sku": ["a", "b", "c"], "title": ["Lamp", None, "Desk"], "brand": ["X", "Y", None]}
+    ).to_csv(path, index=False)
+    ids, texts = read_item_texts(path, item_col="sku")
+    assert list(ids) == ["a", "b", "c"] and texts == ("Lamp. X", "Y", "Desk")
+    assert read_item_texts(path, item_col="sku", item_text="{title}")[1] == ("Lamp", None, "Desk")
+    with pytest.raises(DataError, match=r"items.csv.*missing column 'item_id'"):
+        read_item_texts(path)
+    with pytest.raises(DataError, match=r"items.csv.*colour"):
+        read_item_texts(path, item_col="sku", item_text="{colour}")
+    pd.DataFrame({"sku": ["a", "b", "a"], "title": ["x", "y", "z"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"items.csv, line 4"):
+        read_item_texts(path, item_col="sku")
+
+
+def test_encode_command_writes_the_cache_and_reports_it(tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(json.dumps({"id": i, "name": f"thing {i % 7}"}) + "\n" for i in range(20))
+    )
+    out = tmp_path / "cache"
+    args = ["encode", "--items", str(items), "--item-col", "id", "--encoder", "hashing"]
+    res = _cli(*args, "--output", str(out), "--format", "json", cache=tmp_path / "unused")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["texts"], report["distinct"], report["encoded"]) == (20, 7, 7)
+    assert Path(report["directory"]).parent == out
+    assert CachedEncoder(HashingEncoder(), out).missing([f"thing {i}" for i in range(7)]) == []
+
+    res = _cli(*args, "--dataset", "ml-100k", cache=out)
+    assert res.returncode == 2 and "either --items FILE or --dataset NAME" in res.stderr
+    res = _cli(*args, "--engine", "spark", cache=out)
+    assert res.returncode == 2 and "unknown engine 'spark'" in res.stderr
+
+
+def test_without_ray_the_ray_engine_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'warmstart\[ray\]'"):
+        encode_texts(["a text"], "hashing", tmp_path, engine="ray", progress=False)
+
+
+# ---- on Ray -------------------------------------------------------------------------------
+RAY_ADDRESS = os.environ.get("WARMSTART_TEST_RAY_ADDRESS") or None
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> str | None:
+    """The cluster $WARMSTART_TEST_RAY_ADDRESS names (CI: a head and a worker node, each its
+    own `ray start`), checked to have two nodes; else None: each run starts a local Ray."""
+    pytest.importorskip("ray")
+    if RAY_ADDRESS is not None:
+        from warmstart.scale import ray_cluster
+
+        with ray_cluster(RAY_ADDRESS):
+            import ray
+
+            alive = [n for n in ray.nodes() if n["Alive"]]
+        assert len(alive) == 2, f"expected a 2-node cluster at {RAY_ADDRESS}, found {alive}"
+    return RAY_ADDRESS
+
+
+def test_ray_engine_gives_the_local_engines_vectors(
+    tmp_path: Path, ray_address: str | None
+) -> None:
+    texts = _texts(240, seed=1)
+    local = encode_texts(texts, "default", tmp_path / "local", block_size=64, progress=False)
+    on_ray = encode_texts(
+        texts,
+        "default",
+        tmp_path / "ray",
+        engine="ray",
+        address=ray_address,
+        actors=2,
+        block_size=64,
+        progress=False,
+    )
+    assert (on_ray.engine, on_ray.encoded, on_ray.blocks) == ("ray", local.encoded, 4)
+    rows = [t or "" for t in texts]
+    encoder = get_encoder("default")
+    a = CachedEncoder(encoder, tmp_path / "local").encode(rows)
+    b = CachedEncoder(encoder, tmp_path / "ray").encode(rows)
+    assert np.abs(a - b).max() <= 1e-6
+    assert not np.any(a[1]) and np.allclose(np.linalg.norm(a[5:], axis=1), 1.0, atol=1e-5)
+
+
+def test_ray_engine_refuses_more_actor_cpus_than_the_cluster_has(
+    tmp_path: Path, ray_address: str | None
+) -> None:
+    with pytest.raises(ConfigError, match=r"3 actors x 1 CPUs need 3 CPUs; the Ray cluster has 2"):
+        encode_texts(["a", "b"], "hashing", tmp_path, engine="ray", address=ray_address, actors=3)
+    assert CachedEncoder(HashingEncoder(), tmp_path).missing(["a", "b"]) == ["a", "b"]

@@ -5,7 +5,6 @@ engine's vectors."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,26 +144,7 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(
         encode_texts(["a text"], "hashing", tmp_path, engine="ray", progress=False)
 
 
-# ---- on Ray -------------------------------------------------------------------------------
-RAY_ADDRESS = os.environ.get("WARMSTART_TEST_RAY_ADDRESS") or None
-
-
-@pytest.fixture(scope="module")
-def ray_address() -> str | None:
-    """The cluster $WARMSTART_TEST_RAY_ADDRESS names (CI: a head and a worker node, each its
-    own `ray start`), checked to have two nodes; else None: each run starts a local Ray."""
-    pytest.importorskip("ray")
-    if RAY_ADDRESS is not None:
-        from warmstart.scale import ray_cluster
-
-        with ray_cluster(RAY_ADDRESS):
-            import ray
-
-            alive = [n for n in ray.nodes() if n["Alive"]]
-        assert len(alive) == 2, f"expected a 2-node cluster at {RAY_ADDRESS}, found {alive}"
-    return RAY_ADDRESS
-
-
+# ---- on Ray (the `ray_address` fixture: tests/scale/conftest.py) -----------------------------
 def test_ray_engine_gives_the_local_engines_vectors(
     tmp_path: Path, ray_address: str | None
 ) -> None:

@@ -1,4 +1,5 @@
-"""`warmstart evaluate`: one split, every model in the same process, a JSON file, a table, plots."""
+"""`warmstart evaluate`: one split, every model measured the same way (here or on Ray), a JSON
+file, a table, plots."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from warmstart.eval.splits import (
 )
 from warmstart.models import Recommender
 from warmstart.registry import MODELS, model_class
-from warmstart.text import encoder_from_name
+from warmstart.scale import check_engine
+from warmstart.text import FrozenEncoder, encoder_from_name
 
 DEFAULT_MODELS: tuple[str, ...] = (
     "random",
@@ -158,9 +160,16 @@ def evaluate(
     n_bootstrap: int = 1000,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; write `output` (JSON) and PNG plots beside it; return the payload."""
+    """Run the benchmark; write `output` (JSON) and PNG plots beside it; return the payload.
+
+    `engine="ray"` runs each model as a Ray task (`eval.runner.run`); text-aware models get
+    the catalogue's vectors, encoded once here, through the object store.
+    """
     check_protocol(protocol)
+    check_engine(engine)
     if min(ks) < 1:
         raise ConfigError("--k values must be >= 1")
     dataset = spec.load()
@@ -175,6 +184,10 @@ def evaluate(
         log=log,
     )
     start = time.perf_counter()
+    shipped = None
+    if engine == "ray" and any("encoder" in model_class(m).Config.model_fields for m in models):
+        texts = [*dataset.item_text, *dataset.user_text]
+        shipped = FrozenEncoder.of(encoder_from_name(encoder, cache_dir), texts, encoder)
     results = run(
         dataset,
         split_obj,
@@ -184,6 +197,9 @@ def evaluate(
         n_bootstrap=n_bootstrap,
         progress=progress,
         on_model_done=model_logger(primary_metric(protocol, ks), log),
+        engine=engine,
+        address=address,
+        encoder=shipped,
     )
     payload = record(
         dataset,
@@ -196,6 +212,7 @@ def evaluate(
         encoder=encoder,
         models=models,
         seconds=time.perf_counter() - start,
+        engine=engine,
     )
     if output is not None:
         write_results(payload, output, log)
@@ -269,6 +286,7 @@ def record(
     encoder: str,
     models: Sequence[str],
     seconds: float,
+    engine: str = "local",
 ) -> dict[str, Any]:
     """The run as JSON: what was compared, on what, where, and every model's results."""
     return {
@@ -286,6 +304,7 @@ def record(
         },
         "notes": list(split_obj.notes),
         "total_seconds": round(seconds, 1),
+        "engine": engine,
         "machine": machine(),
         "results": [r.to_dict() for r in results],
     }

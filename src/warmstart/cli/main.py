@@ -113,6 +113,15 @@ def _rows(model: Recommender, recs: Recommendations, i: int, explain: Any) -> li
     return rows
 
 
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="local, or ray (needs the warmstart[ray] extra)")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (else a local Ray)"),
+]
+
+
 def _print(rows: list[dict[str, Any]], fmt: str, title: str, key: str = "recommendations") -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps({key: rows}, ensure_ascii=False, indent=2) + "\n")
@@ -299,6 +308,8 @@ def evaluate(
     ] = 1000,
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
 ) -> None:
     """Benchmark models side by side on a cold-item, cold-user, warm or temporal split."""
     from warmstart.cli.evaluate import check_protocol, parse_ints, parse_models
@@ -319,6 +330,8 @@ def evaluate(
         cache_dir=cache_dir,
         output=output,
         n_bootstrap=bootstrap,
+        engine=engine,
+        address=address,
         progress=err.is_terminal,
         log=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False),
     )
@@ -531,15 +544,6 @@ def retrain(
     out.print(
         f"retrained on events through #{last} in {time.perf_counter() - start:.1f} s: {folder}"
     )
-
-
-EngineOpt = Annotated[
-    str, typer.Option("--engine", help="local, or ray (needs the warmstart[ray] extra)")
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 (else a local Ray)"),
-]
 
 
 @app.command()

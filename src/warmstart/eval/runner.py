@@ -1,11 +1,12 @@
-"""Run several models on one split, in one process, and measure them the same way."""
+"""Run several models on one split, one after another here or side by side on Ray, and measure
+them the same way."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ from warmstart.metrics import (
     ranking_metrics,
 )
 from warmstart.models.base import ProfileQuery, Recommender
+from warmstart.models.textaware import TextAware
+from warmstart.scale import check_engine, map_on_ray
+from warmstart.text import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -192,51 +196,97 @@ def run(
     n_bootstrap: int = 1000,
     progress: bool = True,
     on_model_done: Callable[[str, list[SegmentResult]], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    encoder: TextEncoder | None = None,
 ) -> list[SegmentResult]:
-    """Fit every model on the split's training data and evaluate it on every segment."""
+    """Fit every model on the split's training data and evaluate it on every segment.
+
+    `engine="ray"`: each model is a Ray task on the cluster at `address` (default: a Ray
+    started for the run), the dataset and split shipped once through the object store. The
+    results are the same as one after another here, in the same order. `encoder`, when
+    given, is what text-aware models encode with (on Ray: a `FrozenEncoder`, so that no task
+    encodes the catalogue again).
+    """
     ratings = dataset.matrix().tocsr() if dataset.has_ratings else None
-    results: list[SegmentResult] = []
-    for spec in models:
-        model = spec.build()
-        log.info("fitting %s", spec.name)
-        t0 = time.perf_counter()
-        model.fit(split.train)
-        fit_seconds = time.perf_counter() - t0
-        calibration = rating_calibration(model, split.train, seed) if ratings is not None else None
-        mine: list[SegmentResult] = []
-        for segment in split.segments:
-            values, whole, seconds = evaluate_segment(
-                model,
-                segment,
-                dataset,
-                ks,
-                seed=seed,
-                ratings=ratings,
-                calibration=calibration,
-                progress=progress,
-                desc=f"{spec.name} [{segment.name}]",
-            )
-            means = {k: float(np.nanmean(v)) if v.size else float("nan") for k, v in values.items()}
-            ci = {k: bootstrap_ci(v, n_resamples=n_bootstrap, seed=seed) for k, v in values.items()}
-            mine.append(
-                SegmentResult(
-                    model=spec.name,
-                    segment=segment.name,
-                    n_users=segment.n_users,
-                    metrics={**means, **whole},
-                    ci95=ci,
-                    per_user=values,
-                    fit_seconds=fit_seconds,
-                    recommend_seconds=seconds,
-                )
-            )
-        results.extend(mine)
+    common = {
+        "dataset": dataset,
+        "split": split,
+        "ks": tuple(ks),
+        "seed": seed,
+        "n_bootstrap": n_bootstrap,
+        "ratings": ratings,
+        "encoder": encoder,
+    }
+    done: Iterator[tuple[int, list[SegmentResult]]]
+    if check_engine(engine) == "local":
+        done = (
+            (i, evaluate_model(spec, progress=progress, **common))  # type: ignore[arg-type]
+            for i, spec in enumerate(models)
+        )
+    else:
+        done = map_on_ray(evaluate_model, models, {**common, "progress": False}, address)
+    by_model: dict[int, list[SegmentResult]] = {}
+    for i, mine in done:
+        by_model[i] = mine
         if on_model_done is not None:
-            on_model_done(spec.name, mine)
-        del model
-        gc.collect()
+            on_model_done(models[i].name, mine)
+    results = [r for i in range(len(models)) for r in by_model[i]]
     _compare(results)
     return results
+
+
+def evaluate_model(
+    spec: ModelSpec,
+    *,
+    dataset: Dataset,
+    split: Split,
+    ks: Sequence[int],
+    seed: int,
+    n_bootstrap: int,
+    ratings: sp.csr_matrix | None,
+    encoder: TextEncoder | None,
+    progress: bool,
+) -> list[SegmentResult]:
+    """One model: fitted on the split's training data, then measured on every segment."""
+    model = spec.build()
+    if encoder is not None and isinstance(model, TextAware):
+        model.set_encoder(encoder)
+    log.info("fitting %s", spec.name)
+    t0 = time.perf_counter()
+    model.fit(split.train)
+    fit_seconds = time.perf_counter() - t0
+    calibration = rating_calibration(model, split.train, seed) if ratings is not None else None
+    mine: list[SegmentResult] = []
+    for segment in split.segments:
+        values, whole, seconds = evaluate_segment(
+            model,
+            segment,
+            dataset,
+            ks,
+            seed=seed,
+            ratings=ratings,
+            calibration=calibration,
+            progress=progress,
+            desc=f"{spec.name} [{segment.name}]",
+        )
+        means = {k: float(np.nanmean(v)) if v.size else float("nan") for k, v in values.items()}
+        ci = {k: bootstrap_ci(v, n_resamples=n_bootstrap, seed=seed) for k, v in values.items()}
+        mine.append(
+            SegmentResult(
+                model=spec.name,
+                segment=segment.name,
+                n_users=segment.n_users,
+                metrics={**means, **whole},
+                ci95=ci,
+                per_user=values,
+                fit_seconds=fit_seconds,
+                recommend_seconds=seconds,
+            )
+        )
+    del model
+    gc.collect()
+    return mine
 
 
 def _compare(results: list[SegmentResult]) -> None:

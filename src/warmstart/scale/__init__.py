@@ -1,14 +1,23 @@
 """Work too big for one process: the offline stages (encoding, model selection, evaluation) on
 this machine or on a Ray cluster (`--engine ray`, the optional `warmstart[ray]` extra)."""
 
-from warmstart.scale.cluster import ENGINES, check_actor_layout, ray_cluster, require_ray
+from warmstart.scale.cluster import (
+    ENGINES,
+    check_actor_layout,
+    check_engine,
+    map_on_ray,
+    ray_cluster,
+    require_ray,
+)
 from warmstart.scale.encode import EncodeReport, encode_texts
 
 __all__ = [
     "ENGINES",
     "EncodeReport",
     "check_actor_layout",
+    "check_engine",
     "encode_texts",
+    "map_on_ray",
     "ray_cluster",
     "require_ray",
 ]

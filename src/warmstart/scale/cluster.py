@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from warmstart.errors import ConfigError
 from warmstart.text.core import MissingDependencyError
 
+T = TypeVar("T")
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
 
@@ -95,3 +96,27 @@ def check_actor_layout(actors: int, cpus_per_actor: float, cluster_cpus: int) ->
             f"{actors} actors x {cpus_per_actor:g} CPUs need {actors * cpus_per_actor:g} CPUs; "
             f"the Ray cluster has {cluster_cpus}: use fewer actors or fewer CPUs per actor"
         )
+
+
+def map_on_ray(
+    fn: Callable[..., T],
+    items: Sequence[Any],
+    shared: Mapping[str, Any],
+    address: str | None = None,
+    cpus_per_task: float = 1.0,
+) -> Iterator[tuple[int, T]]:
+    """`fn(item, **shared)` for every item, each a Ray task of `cpus_per_task` CPUs, yielded
+    as (position in `items`, result) as they finish. Each of `shared` goes into the object
+    store once and every task reads it from there, instead of a copy per task."""
+    ray = require_ray()
+    with ray_cluster(address):
+        refs = {name: ray.put(value) for name, value in shared.items()}
+        task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_call)
+        pending = {task.remote(fn, item, **refs): i for i, item in enumerate(items)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done[0]), ray.get(done[0])
+
+
+def _call(fn: Callable[..., T], item: Any, **shared: Any) -> T:
+    return fn(item, **shared)

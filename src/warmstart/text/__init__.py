@@ -2,6 +2,7 @@
 
 from warmstart.text.cache import (
     CachedEncoder,
+    FrozenEncoder,
     MemoryCachedEncoder,
     default_cache_dir,
     encoder_from_name,
@@ -19,6 +20,7 @@ from warmstart.text.encoders import (
 __all__ = [
     "ENCODER_NAMES",
     "CachedEncoder",
+    "FrozenEncoder",
     "HashingEncoder",
     "MemoryCachedEncoder",
     "MiniLMEncoder",

@@ -27,7 +27,13 @@ from warmstart._io import write_npz
 from warmstart.text.core import TextEncoder, check_texts, has_text
 from warmstart.text.encoders import get_encoder
 
-__all__ = ["CachedEncoder", "MemoryCachedEncoder", "default_cache_dir", "encoder_from_name"]
+__all__ = [
+    "CachedEncoder",
+    "FrozenEncoder",
+    "MemoryCachedEncoder",
+    "default_cache_dir",
+    "encoder_from_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +245,65 @@ class CachedEncoder:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         return len(keys)
+
+
+class FrozenEncoder:
+    """The vectors of a known set of texts, computed once, to ship to other processes (Ray
+    tasks) in place of an encoder: each gets the same bits without a cache on its disk or the
+    model's weights in its memory. A text outside the set is encoded by `get_encoder(fallback)`,
+    built on first use (a process that never meets one never loads it).
+    """
+
+    def __init__(
+        self, name: str, dim: int, texts: Sequence[str], vectors: np.ndarray, fallback: str
+    ) -> None:
+        self.name, self.dim, self.fallback = name, dim, fallback
+        self._rows = {_text_key(t): i for i, t in enumerate(texts)}
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._vectors.shape != (len(texts), dim):
+            raise ValueError(f"{len(texts)} texts, but vectors of shape {self._vectors.shape}")
+        self._fallback: TextEncoder | None = None
+
+    @classmethod
+    def of(cls, encoder: TextEncoder, texts: Sequence[str | None], fallback: str) -> FrozenEncoder:
+        """`encoder`'s vectors of the distinct non-empty `texts`; `fallback` names `encoder`
+        for `get_encoder`."""
+        distinct = list(dict.fromkeys(t for t in texts if t is not None and has_text(t)))
+        return cls(encoder.name, encoder.dim, distinct, encoder.encode(distinct), fallback)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"FrozenEncoder({self.name!r}, texts={len(self)})"
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_fallback": None}
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
+    ) -> np.ndarray:
+        checked = check_texts(texts)
+        out = np.zeros((len(checked), self.dim), dtype=np.float32)
+        others: dict[int, str] = {}
+        for i, text in enumerate(checked):
+            if has_text(text):
+                row = self._rows.get(_text_key(text))
+                if row is None:
+                    others[i] = text
+                else:
+                    out[i] = self._vectors[row]
+        if others:
+            if self._fallback is None:
+                self._fallback = get_encoder(self.fallback)
+                if self._fallback.name != self.name:
+                    raise ValueError(
+                        f"encoder {self.fallback!r} is {self._fallback.name!r} here, but the "
+                        f"vectors came from {self.name!r}: install the same version everywhere"
+                    )
+            rows = list(others)
+            out[rows] = self._fallback.encode(list(others.values()), batch_size=batch_size)
+        return out
 
 
 def encoder_from_name(

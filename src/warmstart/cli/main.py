@@ -7,6 +7,7 @@ any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,14 +63,30 @@ def _build(name: str, encoder: str, cache_dir: Path | None) -> Recommender:
     return klass()
 
 
-def _fit(spec: DataSpec, name: str, encoder: str, cache_dir: Path | None) -> Recommender:
+def _fit(
+    spec: DataSpec,
+    name: str,
+    encoder: str,
+    cache_dir: Path | None,
+    engine: str = "local",
+    address: str | None = None,
+) -> Recommender:
+    from warmstart.scale import executor, ray_cluster
+
+    runner = executor(engine, address)
+    model = _build(name, encoder, cache_dir)
+    if runner.parallel and not hasattr(model, "set_executor"):
+        raise ConfigError(f"--engine ray: {name} has no model selection to run on Ray")
     dataset = spec.load()
     err.print(
         f"[dim]{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
         f"{dataset.n_interactions:,} interactions; fitting {name} ({encoder} encoder)...[/dim]"
     )
     start = time.perf_counter()
-    model = _build(name, encoder, cache_dir).fit(dataset)
+    with ray_cluster(address) if runner.parallel else contextlib.nullcontext():
+        if runner.parallel:
+            model.set_executor(runner)  # type: ignore[attr-defined]
+        model.fit(dataset)
     err.print(f"[dim]fitted in {time.perf_counter() - start:.1f} s[/dim]")
     for line in model.fit_report():
         err.print(f"[dim]chose {line}[/dim]", highlight=False)
@@ -155,9 +172,11 @@ def fit(
     model_name: ModelNameOpt = "warmstart",
     encoder: EncoderOpt = "default",
     cache_dir: CacheOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
 ) -> None:
-    """Fit a model and save it to --output."""
-    model = _fit(data, model_name, encoder, cache_dir)
+    """Fit a model and save it to --output (--engine ray: its model selection on Ray)."""
+    model = _fit(data, model_name, encoder, cache_dir, engine, address)
     model.save(output)
     out.print(f"saved {model.name} model to {output}")
 

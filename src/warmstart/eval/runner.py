@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from warmstart.metrics import (
 )
 from warmstart.models.base import ProfileQuery, Recommender
 from warmstart.models.textaware import TextAware
-from warmstart.scale import check_engine, map_on_ray
+from warmstart.scale import executor
 from warmstart.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -218,16 +218,11 @@ def run(
         "ratings": ratings,
         "encoder": encoder,
     }
-    done: Iterator[tuple[int, list[SegmentResult]]]
-    if check_engine(engine) == "local":
-        done = (
-            (i, evaluate_model(spec, progress=progress, **common))  # type: ignore[arg-type]
-            for i, spec in enumerate(models)
-        )
-    else:
-        done = map_on_ray(evaluate_model, models, {**common, "progress": False}, address)
+    runner = executor(engine, address)
+    # Progress bars from tasks running side by side would only garble each other.
+    common["progress"] = progress and not runner.parallel
     by_model: dict[int, list[SegmentResult]] = {}
-    for i, mine in done:
+    for i, mine in runner.map(evaluate_model, models, common):
         by_model[i] = mine
         if on_model_done is not None:
             on_model_done(models[i].name, mine)

@@ -3,8 +3,12 @@ this machine or on a Ray cluster (`--engine ray`, the optional `warmstart[ray]` 
 
 from warmstart.scale.cluster import (
     ENGINES,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
     check_actor_layout,
     check_engine,
+    executor,
     map_on_ray,
     ray_cluster,
     require_ray,
@@ -14,9 +18,13 @@ from warmstart.scale.encode import EncodeReport, encode_texts
 __all__ = [
     "ENGINES",
     "EncodeReport",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
     "check_actor_layout",
     "check_engine",
     "encode_texts",
+    "executor",
     "map_on_ray",
     "ray_cluster",
     "require_ray",

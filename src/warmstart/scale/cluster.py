@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from warmstart.errors import ConfigError
 from warmstart.text.core import MissingDependencyError
@@ -120,3 +121,58 @@ def map_on_ray(
 
 def _call(fn: Callable[..., T], item: Any, **shared: Any) -> T:
     return fn(item, **shared)
+
+
+class Executor(Protocol):
+    """Runs `fn(item, **shared)` for each item and yields (position, result) as each is done.
+
+    `parallel` executors start every item at once (Ray); the others run one at a time, in
+    order, when the next result is asked for, so a caller can stop between two (a time
+    budget) without paying for the rest.
+    """
+
+    parallel: ClassVar[bool]
+
+    def map(
+        self, fn: Callable[..., T], items: Sequence[Any], shared: Mapping[str, Any]
+    ) -> Iterator[tuple[int, T]]: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """One item after another, in this process."""
+
+    parallel: ClassVar[bool] = False
+
+    def map(
+        self, fn: Callable[..., T], items: Sequence[Any], shared: Mapping[str, Any]
+    ) -> Iterator[tuple[int, T]]:
+        return ((i, fn(item, **shared)) for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """Each item a Ray task (`map_on_ray`) on the cluster at `address`, or a local Ray.
+
+    Inside `ray_cluster(...)` every map uses that connection; outside, each map starts and
+    stops a Ray of its own.
+    """
+
+    address: str | None = None
+    cpus_per_task: float = 1.0
+    parallel: ClassVar[bool] = True
+
+    def map(
+        self, fn: Callable[..., T], items: Sequence[Any], shared: Mapping[str, Any]
+    ) -> Iterator[tuple[int, T]]:
+        return map_on_ray(fn, items, shared, self.address, self.cpus_per_task)
+
+
+def executor(engine: str, address: str | None = None) -> Executor:
+    """The executor an `--engine` option names."""
+    if check_engine(engine) == "ray":
+        require_ray()
+        return RayExecutor(address)
+    if address is not None:
+        raise ConfigError("--address names a Ray cluster: it needs --engine ray")
+    return LocalExecutor()

@@ -38,7 +38,7 @@ class EncodeReport:
     encoder: str
     directory: str
     engine: str
-    actors: int
+    actors: int  # encoder actors that ran (no more than there were blocks)
     texts: int  # rows given
     empty: int  # rows with no text: zero vectors, never encoded
     distinct: int  # distinct non-empty texts
@@ -99,7 +99,7 @@ def encode_texts(
         encoder=cache.name,
         directory=str(cache.directory),
         engine=kind,
-        actors=actors if kind == "ray" else 1,
+        actors=min(actors, len(blocks)) if kind == "ray" else 1,
         texts=len(rows),
         empty=len(rows) - len(nonempty),
         distinct=distinct,
@@ -124,6 +124,7 @@ def _ray_blocks(
 
     with ray_cluster(address) as cpus:
         check_actor_layout(actors, cpus_per_actor, cpus)
+        actors = min(actors, len(blocks))  # an actor with no block would only load a model
         dataset = ray.data.from_items([{"texts": block} for block in blocks])
         encoded = dataset.map_batches(
             EncodeActor,

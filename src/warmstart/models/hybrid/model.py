@@ -55,6 +55,7 @@ from warmstart.models.hybrid.selection import (
 from warmstart.models.mapping import FactorMap, fit_factor_map
 from warmstart.models.moments import ItemMoments
 from warmstart.models.textaware import TextAware
+from warmstart.scale import Executor
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,12 @@ class WarmStartRecommender(TextAware, Recommender):
         self.lambda_items_ = 0.0
         self.lambda_users_ = 0.0
         self.uses_user_text_ = False
+        self._runner: Executor | None = None
+
+    def set_executor(self, runner: Executor | None) -> None:
+        """Where the fit's independent model-selection fits run (a `RayExecutor`: side by
+        side on Ray); None, one after another here. Not saved with the model."""
+        self._runner = runner
 
     # ---- fitting -------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, catalogue: Catalogue) -> None:
@@ -395,7 +402,7 @@ class WarmStartRecommender(TextAware, Recommender):
         held_out, cold_out = interactions(held), interactions(is_cold)
         cf, cf_choice = cfg.cf, None
         if cfg.tune_cf and held.any():
-            cf, cf_choice = choose_cf(train, held_out, cfg)
+            cf, cf_choice = choose_cf(train, held_out, cfg, self._runner)
         p, q, item_map, user_map = self._fit_core(train, cf, time_rank)
         profiles = self._text_profiles(train)
         scorer = _HeldOutScorer(self, p, q, item_map, user_map, train, profiles)

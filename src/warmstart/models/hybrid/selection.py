@@ -27,6 +27,7 @@ from warmstart.models.hybrid.blending import (
 )
 from warmstart.models.hybrid.choices import CFChoice, ColdUserChoice, WarmUserChoice, extend_once
 from warmstart.models.hybrid.config import WarmStartConfig
+from warmstart.scale import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,27 @@ def choose_lambdas(
     return float(best_i), float(best_u), float(beta)
 
 
+def cf_ndcg(
+    cf: CFConfig,
+    *,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    users: np.ndarray,
+    k: int,
+) -> float:
+    """NDCG@k of ALS (or BPR) factors fitted with `cf` on `train`, for `users`' held-out
+    interactions: one point of `choose_cf`'s search, on its own so that a Ray task can run it."""
+    # fewer sweeps than the final fit: enough to rank settings, at half the cost
+    p, q = fit_factors(train, cf.model_copy(update={"iterations": 8}))
+    ids, _ = topk(p[users] @ q.T, k, train[users])
+    return NDCG(k).calc(ids, valid[users])
+
+
 def choose_cf(
-    train: sp.csr_matrix, valid: sp.csr_matrix, cfg: WarmStartConfig
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    cfg: WarmStartConfig,
+    runner: Executor | None = None,
 ) -> tuple[CFConfig, CFChoice]:
     """ALS regularisation, factors and confidence weight, by NDCG@k of the factors alone on
     the held-out slice: a coordinate search in that order from the default `cf` (factors
@@ -80,30 +100,41 @@ def choose_cf(
     factors within 1 % of the best, as each one costs fit time), each grid
     extended once past the edge its best value sits on, within `cf_search_seconds` (past
     it, the best so far). Data with no strengths (every weight 1) skips alpha, which then
-    only rescales every confidence alike, and also tries BPR."""
+    only rescales every confidence alike, and also tries BPR.
+
+    The points of one grid are independent fits: `runner` (a `RayExecutor`) fits them side
+    by side. One at a time, the budget is checked before each fit; side by side, before
+    each grid.
+    """
+    runner = runner or LocalExecutor()
     start = time.perf_counter()
     users = np.flatnonzero(np.diff(valid.indptr) > 0)
     if users.size > 2000:
         users = np.sort(np.random.default_rng([cfg.seed, 3]).choice(users, 2000, replace=False))
-    truth, rows = valid[users], train[users]
-    metric = NDCG(cfg.validation_k)
+    shared = {"train": train, "valid": valid, "users": users, "k": cfg.validation_k}
     memo: dict[tuple[Any, ...], float] = {}
     stopped = False
 
     def key(cf: CFConfig) -> tuple[Any, ...]:
         return (cf.algorithm, cf.factors, cf.regularization, cf.alpha)
 
-    def ndcg(cf: CFConfig) -> float:
+    def over_budget() -> bool:
         nonlocal stopped
-        if key(cf) not in memo:
-            if time.perf_counter() - start > cfg.cf_search_seconds:
-                stopped = True
-                return -1.0
-            # fewer sweeps than the final fit: enough to rank settings, at half the cost
-            p, q = fit_factors(train, cf.model_copy(update={"iterations": 8}))
-            ids, _ = topk(p[users] @ q.T, cfg.validation_k, rows)
-            memo[key(cf)] = metric.calc(ids, truth)
-        return memo[key(cf)]
+        stopped = stopped or time.perf_counter() - start > cfg.cf_search_seconds
+        return stopped
+
+    def measure(options: Sequence[CFConfig]) -> None:
+        """Fit the options not measured yet; past the budget, none (they score -1)."""
+        todo = list({key(o): o for o in options if key(o) not in memo}.values())
+        if not todo or over_budget():
+            return
+        for i, value in runner.map(cf_ndcg, todo, shared):
+            memo[key(todo[i])] = value
+            if not runner.parallel and over_budget():
+                break
+
+    def ndcg(cf: CFConfig) -> float:
+        return memo.get(key(cf), -1.0)
 
     def tried(cf: CFConfig, name: str, values: Sequence[float]) -> list[CFConfig]:
         cast = int if name == "factors" else float
@@ -118,6 +149,7 @@ def choose_cf(
 
     def pick(options: list[CFConfig], name: str) -> CFConfig:
         """The best; for factors, the fewest within 1 % of the best (each costs fit time)."""
+        measure(options)
         top = max(options, key=ndcg)
         if name != "factors":
             return top
@@ -136,7 +168,9 @@ def choose_cf(
             if float(getattr(best, name)) == more[-1]:
                 edges.append(name)
     if not strengths and cfg.cf.algorithm == "als":
-        best = max([best, best.model_copy(update={"algorithm": "bpr"})], key=ndcg)
+        options = [best, best.model_copy(update={"algorithm": "bpr"})]
+        measure(options)
+        best = max(options, key=ndcg)
     choice = CFChoice(
         algorithm=best.algorithm,
         factors=best.factors,

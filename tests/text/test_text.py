@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from warmstart.text import (
     ENCODER_NAMES,
     CachedEncoder,
+    FrozenEncoder,
     HashingEncoder,
     MemoryCachedEncoder,
     MiniLMEncoder,
@@ -379,3 +381,18 @@ def test_memory_cache_is_bounded_in_bytes_and_keeps_no_text() -> None:
     assert len(memo) == 300 and memo.nbytes <= memo.max_bytes
     with pytest.raises(ValueError, match="max_bytes"):
         MemoryCachedEncoder(inner, max_bytes=100)
+
+
+def test_frozen_encoder_ships_known_vectors_and_encodes_the_rest_on_first_need() -> None:
+    hashing = HashingEncoder()
+    frozen = FrozenEncoder.of(hashing, ["red lamp", None, "  ", "oak desk", "red lamp"], "hashing")
+    assert len(frozen) == 2 and frozen.name == hashing.name
+    texts = ["oak desk", "", "blue chair", "red lamp"]
+    shipped = pickle.loads(pickle.dumps(frozen))  # what a Ray task receives
+    np.testing.assert_array_equal(shipped.encode(texts), hashing.encode(texts))
+    assert shipped._fallback is not None and frozen._fallback is None  # built only where needed
+    assert pickle.loads(pickle.dumps(shipped))._fallback is None  # and never shipped
+
+    other = FrozenEncoder("hashing-512", 256, ["a"], np.zeros((1, 256), np.float32), "hashing")
+    with pytest.raises(ValueError, match="is 'hashing-256' here, but the vectors came from"):
+        other.encode(["not shipped"])

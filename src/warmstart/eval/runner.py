@@ -204,7 +204,8 @@ def run(
 
     `engine="ray"`: each model is a Ray task on the cluster at `address` (default: a Ray
     started for the run), the dataset and split shipped once through the object store. The
-    results are the same as one after another here, in the same order. `encoder`, when
+    results come in the same order as one after another here, and are the same to the bit
+    where both run one BLAS thread (README, "On a Ray cluster"). `encoder`, when
     given, is what text-aware models encode with (on Ray: a `FrozenEncoder`, so that no task
     encodes the catalogue again).
     """

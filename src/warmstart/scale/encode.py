@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ def _ray_blocks(
     actors: int,
     cpus_per_actor: float,
     batch_size: int,
-) -> Any:
+) -> Iterator[tuple[list[str], np.ndarray]]:
     """(texts, vectors) per block, as the actors finish them (in no particular order)."""
     require_ray()
     import ray.data

@@ -175,3 +175,9 @@ def test_ray_engine_refuses_more_actor_cpus_than_the_cluster_has(
     with pytest.raises(ConfigError, match=r"3 actors x 1 CPUs need 3 CPUs; the Ray cluster has 2"):
         encode_texts(["a", "b"], "hashing", tmp_path, engine="ray", address=ray_address, actors=3)
     assert CachedEncoder(HashingEncoder(), tmp_path).missing(["a", "b"]) == ["a", "b"]
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match=r"nothing answers at 127\.0\.0\.1:1 "):
+        encode_texts(["a"], "hashing", tmp_path, engine="ray", address="127.0.0.1:1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -53,6 +54,8 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iter
     if ray.is_initialized():
         yield int(ray.cluster_resources().get("CPU", 0))
         return
+    if address is not None:
+        _check_reachable(address)
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address is None:
@@ -70,6 +73,21 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield int(ray.cluster_resources().get("CPU", 0))
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at `address` (HOST:PORT, or ray://HOST:PORT): Ray's
+    own connect retries for minutes (more than 5 against a closed port, Ray 2.60)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT ("auto", say): Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"nothing answers at {address} ({exc.strerror or exc}): is the Ray head running "
+            "there? (`ray start --head` prints the address to give)"
+        ) from None
 
 
 def _quiet_ray_data() -> None:

@@ -45,7 +45,7 @@ def test_models_on_ray_give_the_local_runs_results(
             n_bootstrap=200,
             on_model_done=lambda name, rs, e=engine: done[e].append(name),  # type: ignore[misc]
             engine=engine,
-            address=ray_address,
+            address=ray_address if engine == "ray" else None,
             encoder=shipped,
         )
     assert done["local"] == ["random", "popularity", "warmstart"]

@@ -130,18 +130,23 @@ def test_cold_items_file_errors_name_the_line(data: Synthetic, tmp_path: Path) -
 
 
 # ---- runner -----------------------------------------------------------------------------
-def test_runner_ranks_models_honestly(data: Synthetic, tmp_path: Path) -> None:
-    """On the synthetic groups, a text-aware model beats random and popularity on cold items."""
-    split = cold_item_split(data.dataset, fraction=0.3, seed=0)
+def three_models(cache: Path) -> list[ModelSpec]:
+    """Random, popularity and a small warmstart (hashing encoder): the runner's test models."""
     cf = {"factors": 16, "iterations": 10, "num_threads": 1}
-    specs = [
+    return [
         ModelSpec("random", lambda: MODELS["random"]()),
         ModelSpec("popularity", lambda: MODELS["popularity"]()),
         ModelSpec(
             "warmstart",
-            lambda: MODELS["warmstart"](cache_dir=tmp_path, encoder="hashing", cf=cf),  # type: ignore[call-arg]
+            lambda: MODELS["warmstart"](cache_dir=cache, encoder="hashing", cf=cf),  # type: ignore[call-arg]
         ),
     ]
+
+
+def test_runner_ranks_models_honestly(data: Synthetic, tmp_path: Path) -> None:
+    """On the synthetic groups, a text-aware model beats random and popularity on cold items."""
+    split = cold_item_split(data.dataset, fraction=0.3, seed=0)
+    specs = three_models(tmp_path)
     results = run(data.dataset, split, specs, (5, 10), progress=False, n_bootstrap=200)
     cold = {r.model: r for r in results if r.segment == "cold"}
     assert set(cold) == {"random", "popularity", "warmstart"}

@@ -181,3 +181,25 @@ def test_a_ray_address_where_nothing_listens_fails_at_once(tmp_path: Path) -> No
     pytest.importorskip("ray")
     with pytest.raises(ConfigError, match=r"nothing answers at 127\.0\.0\.1:1 "):
         encode_texts(["a"], "hashing", tmp_path, engine="ray", address="127.0.0.1:1")
+
+
+def test_ray_engine_gives_the_local_int8_onnx_vectors(
+    tmp_path: Path, ray_address: str | None
+) -> None:
+    from warmstart.finetune import FineTuneConfig, TextTower
+    from warmstart.finetune.export import export_onnx
+
+    folder = export_onnx(TextTower(FineTuneConfig()), tmp_path / "onnx")
+    name = f"onnx:{folder}"  # int8: the actors open the same exported folder
+    texts = _texts(150, seed=2)
+    encode_texts(texts, name, tmp_path / "local", block_size=40, progress=False)
+    on_ray = encode_texts(
+        texts, name, tmp_path / "ray", engine="ray", address=ray_address, actors=2, block_size=40
+    )
+    assert (on_ray.blocks, on_ray.encoded) == (4, 147)
+    rows = [t or "" for t in texts]
+    encoder = get_encoder(name)
+    assert "int8" in encoder.name
+    a = CachedEncoder(encoder, tmp_path / "local").encode(rows)
+    b = CachedEncoder(encoder, tmp_path / "ray").encode(rows)
+    assert np.abs(a - b).max() <= 1e-6

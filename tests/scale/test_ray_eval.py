@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.cli.test_cli import _cli, _write_data
+from tests.eval.test_eval import three_models
 from tests.synthetic import Synthetic
-from warmstart.eval.runner import ModelSpec, SegmentResult, run
+from warmstart.eval.runner import SegmentResult, run
 from warmstart.eval.splits import cold_item_split
-from warmstart.registry import MODELS
 from warmstart.text import FrozenEncoder, HashingEncoder
 
 pytestmark = pytest.mark.usefixtures("_environment")  # one BLAS thread, as a 1-CPU Ray task
@@ -22,15 +22,7 @@ def test_models_on_ray_give_the_local_runs_results(
     data: Synthetic, tmp_path: Path, ray_address: str | None
 ) -> None:
     split = cold_item_split(data.dataset, fraction=0.3, seed=0)
-    cf = {"factors": 16, "iterations": 10, "num_threads": 1}
-    specs = [
-        ModelSpec("random", lambda: MODELS["random"]()),
-        ModelSpec("popularity", lambda: MODELS["popularity"]()),
-        ModelSpec(
-            "warmstart",
-            lambda: MODELS["warmstart"](cache_dir=tmp_path, encoder="hashing", cf=cf),  # type: ignore[call-arg]
-        ),
-    ]
+    specs = three_models(tmp_path)
     ds = data.dataset
     shipped = FrozenEncoder.of(HashingEncoder(), [*ds.item_text, *ds.user_text], "hashing")
     done: dict[str, list[str]] = {"local": [], "ray": []}

@@ -233,7 +233,18 @@ def test_every_data_command_takes_the_same_data_options() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["fit", "recommend", "similar", "info", "evaluate", "finetune", "serve", "retrain", "demo"],
+    [
+        "fit",
+        "recommend",
+        "similar",
+        "info",
+        "evaluate",
+        "finetune",
+        "serve",
+        "retrain",
+        "encode",
+        "demo",
+    ],
 )
 def test_help_renders(command: str) -> None:
     from typer.testing import CliRunner
@@ -243,6 +254,7 @@ def test_help_renders(command: str) -> None:
     res = CliRunner().invoke(app, [command, "--help"])
     assert res.exit_code == 0, res.output
     assert ("--min-rating" in res.output) == (command in DATA_COMMANDS)
+    assert ("warmstart[ray]" in res.output) == (command in ("fit", "evaluate", "encode"))
 
 
 def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

@@ -131,7 +131,7 @@ def _rows(model: Recommender, recs: Recommendations, i: int, explain: Any) -> li
 
 
 EngineOpt = Annotated[
-    str, typer.Option("--engine", help="local, or ray (needs the warmstart[ray] extra)")
+    str, typer.Option("--engine", help=r"local, or ray (needs the warmstart\[ray] extra)")
 ]
 AddressOpt = Annotated[
     str | None,
@@ -570,7 +570,9 @@ def encode(
     *,
     output: Annotated[
         Path | None,
-        typer.Option("--output", help="embedding cache to fill (else the --cache-dir default)"),
+        typer.Option(
+            "--output", help="embedding cache to fill (else $WARMSTART_CACHE_DIR or ~/.cache)"
+        ),
     ] = None,
     items: Annotated[
         Path | None, typer.Option("--items", help="items file: csv, tsv, parquet or jsonl")

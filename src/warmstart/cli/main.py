@@ -21,7 +21,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.cli.data_options import DataDirOpt, DataSpec, data_options
+from warmstart.cli.data_options import (
+    DataDirOpt,
+    DatasetOpt,
+    DataSpec,
+    ItemColOpt,
+    ItemsOpt,
+    data_options,
+)
 from warmstart.cli.evaluate import DEFAULT_MODELS
 from warmstart.data import Dataset
 from warmstart.errors import ConfigError, WarmstartError
@@ -574,14 +581,10 @@ def encode(
             "--output", help="embedding cache to fill (else $WARMSTART_CACHE_DIR or ~/.cache)"
         ),
     ] = None,
-    items: Annotated[
-        Path | None, typer.Option("--items", help="items file: csv, tsv, parquet or jsonl")
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="or a built-in dataset's items")
-    ] = None,
+    items: ItemsOpt = None,
+    dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    item_col: Annotated[str, typer.Option("--item-col", help="item id column")] = "item_id",
+    item_col: ItemColOpt = "item_id",
     text: Annotated[
         str | None, typer.Option("--text", help='text template, e.g. "{title}. {plot}"')
     ] = None,

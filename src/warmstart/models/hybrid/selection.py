@@ -75,16 +75,18 @@ def cf_ndcg(
     cf: CFConfig,
     *,
     train: sp.csr_matrix,
-    valid: sp.csr_matrix,
     users: np.ndarray,
+    seen: sp.csr_matrix,
+    truth: sp.csr_matrix,
     k: int,
 ) -> float:
-    """NDCG@k of ALS (or BPR) factors fitted with `cf` on `train`, for `users`' held-out
-    interactions: one point of `choose_cf`'s search, on its own so that a Ray task can run it."""
+    """NDCG@k of ALS (or BPR) factors fitted with `cf` on `train`, for `users` (whose training
+    rows are `seen` and held-out ones `truth`): one point of `choose_cf`'s search, on its own
+    so that a Ray task can run it."""
     # fewer sweeps than the final fit: enough to rank settings, at half the cost
     p, q = fit_factors(train, cf.model_copy(update={"iterations": 8}))
-    ids, _ = topk(p[users] @ q.T, k, train[users])
-    return NDCG(k).calc(ids, valid[users])
+    ids, _ = topk(p[users] @ q.T, k, seen)
+    return NDCG(k).calc(ids, truth)
 
 
 def choose_cf(
@@ -111,7 +113,13 @@ def choose_cf(
     users = np.flatnonzero(np.diff(valid.indptr) > 0)
     if users.size > 2000:
         users = np.sort(np.random.default_rng([cfg.seed, 3]).choice(users, 2000, replace=False))
-    shared = {"train": train, "valid": valid, "users": users, "k": cfg.validation_k}
+    shared = {
+        "train": train,
+        "users": users,
+        "seen": train[users],
+        "truth": valid[users],
+        "k": cfg.validation_k,
+    }
     memo: dict[tuple[Any, ...], float] = {}
     stopped = False
 

@@ -26,7 +26,7 @@ def atomic_open(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes the file owner-only; give it the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~umask())
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
@@ -40,7 +40,7 @@ def atomic_open(
         raise
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (reading it means setting it, so set it straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)

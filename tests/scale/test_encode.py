@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from tests.cli.test_cli import _cli
 from warmstart.data import read_item_texts
 from warmstart.errors import ConfigError, DataError
+from warmstart.scale import EncodeReport, encode_items, encode_texts
 from warmstart.scale import encode as encode_module
-from warmstart.scale import encode_texts
 from warmstart.text import CachedEncoder, HashingEncoder, MissingDependencyError, get_encoder
+from warmstart.text.store import text_key
 
 WORDS = ["red", "blue", "green", "fast", "slow", "quiet", "loud", "small", "metal", "wood"]
 
@@ -59,7 +61,7 @@ def test_encode_fills_the_cache_a_model_reads_and_a_rerun_encodes_nothing(
     report = encode_texts(texts, "hashing", tmp_path, block_size=100, progress=False)
     assert (report.texts, report.empty, report.distinct) == (300, 2, 297)
     assert (report.cached, report.encoded, report.blocks) == (0, 297, 3)
-    assert len(list(Path(report.directory).glob("shard-*.npz"))) == 3
+    assert len(list(Path(report.directory).glob("shard-*.parquet"))) == 3
 
     counting = CountingEncoder()
     monkeypatch.setattr(encode_module, "get_encoder", lambda name: counting)
@@ -96,7 +98,7 @@ def test_cache_add_refuses_vectors_that_do_not_fit(tmp_path: Path) -> None:
         cache.add(["a", "b"], np.zeros((2, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
         cache.add(["a", " "], np.zeros((2, 256), dtype=np.float32))
-    assert not list(cache.directory.glob("shard-*.npz"))
+    assert not list(cache.directory.glob("shard-*.parquet"))
 
 
 def test_read_item_texts_renders_like_a_dataset_and_names_bad_input(tmp_path: Path) -> None:
@@ -134,6 +136,36 @@ def test_encode_command_writes_the_cache_and_reports_it(tmp_path: Path) -> None:
     assert res.returncode == 2 and "either --items FILE or --dataset NAME" in res.stderr
     res = _cli(*args, "--engine", "spark", cache=out)
     assert res.returncode == 2 and "unknown engine 'spark'" in res.stderr
+
+
+def _catalogue(path: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    texts = _texts(n, seed)
+    frame = pd.DataFrame({"sku": [f"sku-{i}" for i in range(n)], "title": texts, "price": 1.5})
+    frame.to_parquet(path)
+    return frame.assign(title=[t or "" for t in texts])  # what the cache is asked for
+
+
+def _stored(directory: str) -> dict[str, str | None]:
+    """text hash -> item id, over every shard of a cache folder."""
+    rows = [
+        r for p in Path(directory).glob("shard-*.parquet") for r in pq.read_table(p).to_pylist()
+    ]
+    return {r["text_hash"]: r["item_id"] for r in rows}
+
+
+def test_encode_items_stores_each_texts_item_and_indexes_the_cache(tmp_path: Path) -> None:
+    frame = _catalogue(tmp_path / "items.parquet", 120)
+    report = encode_items(
+        tmp_path / "items.parquet", "hashing", tmp_path, item_col="sku", block_size=50
+    )
+    assert (report.encoded, report.blocks, report.indexed) == (117, 3, 117)
+    stored = _stored(report.directory)
+    assert stored[text_key(frame.title[4]).decode()] == "sku-3", (
+        "a shared text keeps its first item"
+    )
+    assert stored[text_key(frame.title[9]).decode()] == "sku-9"
+    reader = CachedEncoder(HashingEncoder(), tmp_path)
+    assert reader.missing(list(frame.title)) == [] and reader.in_memory == 0
 
 
 def test_without_ray_the_ray_engine_says_how_to_install_it(
@@ -175,6 +207,57 @@ def test_ray_engine_refuses_more_actor_cpus_than_the_cluster_has(
     with pytest.raises(ConfigError, match=r"3 actors x 1 CPUs need 3 CPUs; the Ray cluster has 2"):
         encode_texts(["a", "b"], "hashing", tmp_path, engine="ray", address=ray_address, actors=3)
     assert CachedEncoder(HashingEncoder(), tmp_path).missing(["a", "b"]) == ["a", "b"]
+
+
+def test_ray_reads_a_parquet_catalogue_in_blocks_and_skips_what_is_cached(
+    tmp_path: Path, ray_address: str | None
+) -> None:
+    path = tmp_path / "items.parquet"
+    frame = _catalogue(path, 300, seed=3)
+    ray_cache, local_cache = tmp_path / "ray", tmp_path / "local"
+
+    def on_ray() -> EncodeReport:
+        return encode_items(
+            path,
+            "hashing",
+            ray_cache,
+            item_col="sku",
+            engine="ray",
+            address=ray_address,
+            block_size=64,
+        )
+
+    report = on_ray()
+    local = encode_items(path, "hashing", local_cache, item_col="sku", block_size=64)
+    assert (report.engine, report.texts, report.encoded, report.empty) == ("ray", 300, 297, None)
+    assert report.indexed == local.indexed == 297
+    assert _stored(report.directory) == _stored(local.directory), "same texts, same items"
+    rows = list(frame.title)
+    a = CachedEncoder(HashingEncoder(), local_cache).encode(rows)
+    np.testing.assert_array_equal(CachedEncoder(HashingEncoder(), ray_cache).encode(rows), a)
+
+    again = on_ray()
+    assert (again.encoded, again.blocks) == (0, 0), "the blocks skip what the cache holds"
+    grown = pd.concat([frame, _catalogue(tmp_path / "more.parquet", 340, seed=4)[300:]])
+    grown.to_parquet(path)
+    more = on_ray()
+    assert more.encoded == 40 and more.indexed == 337
+
+
+def test_ray_file_reading_needs_a_cpu_the_actors_leave_free(
+    tmp_path: Path, ray_address: str | None
+) -> None:
+    _catalogue(tmp_path / "items.parquet", 10)
+    with pytest.raises(ConfigError, match=r"Ray issue 44687"):
+        encode_items(
+            tmp_path / "items.parquet",
+            "hashing",
+            tmp_path,
+            item_col="sku",
+            engine="ray",
+            address=ray_address,
+            actors=2,
+        )
 
 
 def test_a_ray_address_where_nothing_listens_fails_at_once(tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import pickle
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from warmstart.text import (
@@ -26,6 +29,8 @@ from warmstart.text import (
     encoder_from_name,
     get_encoder,
 )
+from warmstart.text import cache as cache_module
+from warmstart.text.store import build_index, text_key
 
 ALIENS = "a movie about space aliens"
 SCIFI = "science fiction film with extraterrestrials"
@@ -150,10 +155,10 @@ def test_cache_preserves_order_with_duplicates_and_empty(tmp_path: Path) -> None
     np.testing.assert_array_equal(out, HashingEncoder(32).encode(texts))
     assert not out[[2, 6]].any()
     assert (cached.misses, cached.hits) == (3, 3)
-    assert len(list(cached.directory.glob("shard-*.npz"))) == 1, "one shard per call"
+    assert len(list(cached.directory.glob("shard-*.parquet"))) == 1, "one shard per call"
     cached.encode(["", "   "])
     cached.encode(["a", "b"])
-    assert len(list(cached.directory.glob("shard-*.npz"))) == 1, "nothing new, nothing written"
+    assert len(list(cached.directory.glob("shard-*.parquet"))) == 1, "nothing new, nothing written"
 
 
 def test_cached_vectors_equal_fresh_exactly(tmp_path: Path) -> None:
@@ -183,7 +188,7 @@ def test_shard_from_another_encoder_is_ignored(tmp_path: Path) -> None:
     b_inner = CountingEncoder("model-b")
     b = CachedEncoder(b_inner, tmp_path)
     b.directory.mkdir(parents=True)
-    for shard in a.directory.glob("shard-*.npz"):  # misplaced by hand: must not be trusted
+    for shard in a.directory.glob("shard-*.parquet"):  # misplaced by hand: must not be trusted
         (b.directory / shard.name).write_bytes(shard.read_bytes())
     b.encode(["text"])
     assert b_inner.seen == ["text"]
@@ -192,14 +197,16 @@ def test_shard_from_another_encoder_is_ignored(tmp_path: Path) -> None:
 def test_corrupt_shard_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cached = CachedEncoder(CountingEncoder(), tmp_path)
     expected = cached.encode(["one", "two"])
-    (cached.directory / "shard-garbage.npz").write_bytes(b"not a zip file")
-    (cached.directory / "shard-empty.npz").write_bytes(b"")
+    (cached.directory / "shard-garbage.parquet").write_bytes(b"not a parquet file")
+    (cached.directory / "shard-empty.parquet").write_bytes(b"")
+    (cached.directory / "shard-legacy.npz").write_bytes(b"not a zip file")
     inner = CountingEncoder()
     with caplog.at_level(logging.WARNING, logger="warmstart.text.cache"):
         out = CachedEncoder(inner, tmp_path).encode(["one", "two", "three"])
     assert inner.seen == ["three"]
     np.testing.assert_array_equal(out[:2], expected)
-    assert "shard-garbage.npz" in caplog.text and "shard-empty.npz" in caplog.text
+    for name in ["shard-garbage.parquet", "shard-empty.parquet", "shard-legacy.npz"]:
+        assert name in caplog.text
 
 
 def test_unwritable_cache_still_encodes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -228,9 +235,9 @@ def test_compact_merges_shards(tmp_path: Path) -> None:
     for word in ["a", "b", "c", "d"]:
         cached.encode([word])
     expected = cached.encode(["a", "b", "c", "d"])
-    assert len(list(cached.directory.glob("shard-*.npz"))) == 4
+    assert len(list(cached.directory.glob("shard-*.parquet"))) == 4
     assert cached.compact() == 4
-    assert len(list(cached.directory.glob("shard-*.npz"))) == 1
+    assert len(list(cached.directory.glob("shard-*.parquet"))) == 1
     assert not list(cached.directory.glob(".*")), "no temporary files left behind"
     inner = CountingEncoder()
     np.testing.assert_array_equal(CachedEncoder(inner, tmp_path).encode(list("abcd")), expected)
@@ -238,13 +245,101 @@ def test_compact_merges_shards(tmp_path: Path) -> None:
     assert CachedEncoder(CountingEncoder(), tmp_path / "empty").compact() == 0
 
 
-def test_shard_format_is_plain_arrays(tmp_path: Path) -> None:
+def test_shard_is_a_parquet_table_of_item_hash_and_vector(tmp_path: Path) -> None:
     cached = CachedEncoder(CountingEncoder(), tmp_path)
     cached.encode(["hello"])
-    (shard,) = cached.directory.glob("shard-*.npz")
-    with np.load(shard, allow_pickle=False) as z:
-        assert z["keys"].dtype == np.dtype("S64")
-        assert z["vectors"].dtype == np.float32 and z["vectors"].shape == (1, 32)
+    cached.add(["world"], HashingEncoder(32).encode(["world"]), item_ids=["item-7"])
+    tables = [pq.read_table(p) for p in sorted(cached.directory.glob("shard-*.parquet"))]
+    assert all(t.column_names == ["item_id", "text_hash", "vector"] for t in tables)
+    rows = [row for t in tables for row in t.to_pylist()]
+    assert sorted((r["item_id"] or "") for r in rows) == ["", "item-7"]
+    world = next(r for r in rows if r["item_id"] == "item-7")
+    assert world["text_hash"] == hashlib.sha256(b"world").hexdigest()
+    np.testing.assert_array_equal(
+        np.asarray(world["vector"], dtype=np.float32), HashingEncoder(32).encode(["world"])[0]
+    )
+    assert tables[0].schema.metadata[b"warmstart.encoder"] == b"counting"
+
+
+def test_legacy_npz_shards_are_still_read(tmp_path: Path) -> None:
+    cached = CachedEncoder(CountingEncoder(), tmp_path)
+    cached.directory.mkdir(parents=True)
+    vectors = HashingEncoder(32).encode(["old", "older"])
+    keys = np.array([hashlib.sha256(t.encode()).hexdigest() for t in ["old", "older"]], "S64")
+    np.savez(cached.directory / "shard-legacy.npz", keys=keys, vectors=vectors, encoder="counting")
+    inner = CountingEncoder()
+    np.testing.assert_array_equal(
+        CachedEncoder(inner, tmp_path).encode(["older", "old"]), vectors[::-1]
+    )
+    assert inner.calls == 0
+    assert CachedEncoder(CountingEncoder(), tmp_path).compact() == 2
+    assert not list(cached.directory.glob("*.npz")), "compact rewrites them as Parquet"
+    np.testing.assert_array_equal(CachedEncoder(inner, tmp_path).encode(["old"]), vectors[:1])
+    assert inner.calls == 0
+
+
+def test_index_maps_every_vector_and_holds_none_in_memory(tmp_path: Path) -> None:
+    texts = [f"text number {i}" for i in range(250)]
+    writer = CachedEncoder(CountingEncoder(), tmp_path, index_after=10**9)
+    for start in range(0, 250, 50):
+        writer.encode(texts[start : start + 50])
+    assert writer.in_memory == 250 and not list(writer.directory.glob("index-*"))
+
+    inner = CountingEncoder()
+    reader = CachedEncoder(inner, tmp_path, index_after=100)  # 250 outside: builds one
+    out = reader.encode(texts[::-1])
+    np.testing.assert_array_equal(out, HashingEncoder(32).encode(texts[::-1]))
+    assert inner.calls == 0 and reader.in_memory == 0 and len(reader) == 250
+    (index,) = reader.directory.glob("index-*")
+    mapped = np.load(index / "vectors.npy", mmap_mode="r")
+    assert isinstance(mapped, np.memmap) and mapped.shape == (250, 32)
+
+    # Another process sees the index, and a newer shard beside it, without encoding.
+    writer.encode(["one more"])
+    third = CachedEncoder(inner, tmp_path)
+    np.testing.assert_array_equal(
+        third.encode(["one more", texts[7]]), HashingEncoder(32).encode(["one more", texts[7]])
+    )
+    assert inner.calls == 0 and third.in_memory == 1
+    assert third.index() == 251 and third.in_memory == 0
+    assert len(list(third.directory.glob("index-*"))) == 1, "the replaced index is removed"
+    assert not list(third.directory.glob(".*")), "no temporary folders left behind"
+
+
+def test_index_is_derived_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    texts = [f"t{i}" for i in range(30)]
+    cache = CachedEncoder(CountingEncoder(), tmp_path)
+    expected = cache.encode(texts)
+    cache.index()
+    (folder,) = cache.directory.glob("index-*")
+    (folder / "vectors.npy").write_bytes(b"garbage")
+    inner = CountingEncoder()
+    with caplog.at_level(logging.WARNING, logger="warmstart.text.cache"):
+        np.testing.assert_array_equal(CachedEncoder(inner, tmp_path).encode(texts), expected)
+    assert inner.calls == 0 and "ignoring embedding cache index" in caplog.text
+    shutil.rmtree(folder)
+    rebuilt = CachedEncoder(inner, tmp_path)
+    assert rebuilt.index() == 30
+    np.testing.assert_array_equal(rebuilt.encode(texts), expected)
+    assert inner.calls == 0
+
+
+def test_two_processes_indexing_at_once_lose_nothing(tmp_path: Path) -> None:
+    texts = [f"w{i}" for i in range(40)]
+    a = CachedEncoder(CountingEncoder(), tmp_path)
+    a.encode(texts[:20])
+    a.encode(texts[20:])
+    first, second = sorted(a.directory.glob("shard-*.parquet"))
+    # Two builds from the same (no) index, each of one shard: the second to finish is
+    # current and removes the first's folder; the first process keeps its mapping.
+    one = build_index(a.directory, "counting", 32, None, [first])
+    two = build_index(a.directory, "counting", 32, None, [second])
+    assert [p.name for p in a.directory.glob("index-*")] == [two.name]
+    assert (one.find(np.array([text_key(t) for t in texts], dtype="S64")) >= 0).sum() == 20
+    inner = CountingEncoder()
+    fresh = CachedEncoder(inner, tmp_path)
+    np.testing.assert_array_equal(fresh.encode(texts), HashingEncoder(32).encode(texts))
+    assert inner.calls == 0 and fresh.in_memory == 20
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -306,8 +401,8 @@ def test_cache_hits_do_not_list_the_folder(tmp_path: Path, monkeypatch: pytest.M
     cached = CachedEncoder(CountingEncoder(), tmp_path)
     cached.encode(["a", "b"])
     listed = []
-    real = CachedEncoder._shard_paths
-    monkeypatch.setattr(CachedEncoder, "_shard_paths", lambda self: listed.append(1) or real(self))
+    real = cache_module.list_shards
+    monkeypatch.setattr(cache_module, "list_shards", lambda d: listed.append(1) or real(d))
     cached.encode(["b", "a", ""])
     assert listed == []
     cached.encode(["c"])  # a miss still looks for shards other processes wrote
@@ -332,7 +427,7 @@ def test_memory_cache_encodes_each_text_once_and_evicts_the_oldest(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []  # nothing is written to disk
     with memo.persisting():  # except, in this block, what the memory does not hold
         memo.encode(["d", "a"])
-    assert inner.seen[-1] == "d" and len(list(tmp_path.rglob("shard-*.npz"))) == 1
+    assert inner.seen[-1] == "d" and len(list(tmp_path.rglob("shard-*.parquet"))) == 1
     later = CountingEncoder()
     CachedEncoder(later, tmp_path).encode(["d"])
     assert later.seen == []  # found on disk

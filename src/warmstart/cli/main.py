@@ -605,29 +605,41 @@ def encode(
 
     Only texts the cache lacks are encoded; a stopped run, run again, does what is left.
     """
-    from warmstart.data import read_item_texts
-    from warmstart.scale import encode_texts
+    from warmstart.scale import encode_items, encode_texts
 
     _check_format(fmt)
     if (items is None) == (dataset is None):
         raise ConfigError("give either --items FILE or --dataset NAME")
     if items is not None:
-        texts: tuple[str | None, ...] = read_item_texts(items, item_col=item_col, item_text=text)[1]
+        report = encode_items(
+            items,
+            encoder,
+            output,
+            item_col=item_col,
+            text=text,
+            engine=engine,
+            address=address,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            batch_size=batch_size,
+            block_size=block_size,
+        )
     else:
         if text is not None:
             raise ConfigError("--text applies to --items; a built-in dataset has its own")
-        texts = DataSpec(dataset=dataset, data_dir=data_dir).load().item_text
-    report = encode_texts(
-        texts,
-        encoder,
-        output,
-        engine=engine,
-        address=address,
-        actors=actors,
-        cpus_per_actor=cpus_per_actor,
-        batch_size=batch_size,
-        block_size=block_size,
-    )
+        ds = DataSpec(dataset=dataset, data_dir=data_dir).load()
+        report = encode_texts(
+            ds.item_text,
+            encoder,
+            output,
+            engine=engine,
+            address=address,
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            batch_size=batch_size,
+            block_size=block_size,
+            item_ids=[str(i) for i in ds.item_ids.external] if ds.item_text else None,
+        )
     if fmt == "json":
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
         return

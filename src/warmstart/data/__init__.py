@@ -1,6 +1,6 @@
 """Loading data: table readers, text templates, validated Datasets and the built-in datasets."""
 
-from warmstart.data.build import from_files, from_frames, read_item_texts
+from warmstart.data.build import from_files, from_frames, parquet_item_template, read_item_texts
 from warmstart.data.builtin import (
     BUILTIN_DATASETS,
     citeulike_dropoutnet_split,
@@ -22,6 +22,7 @@ __all__ = [
     "from_files",
     "from_frames",
     "load_builtin",
+    "parquet_item_template",
     "read_item_texts",
     "read_table",
     "resolve_data_dir",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from warmstart.data.dataset import Dataset, LoadReport
 from warmstart.data.idmap import IdMap
@@ -132,12 +133,35 @@ def read_item_texts(
     _check_unique(table, ids, item_col, "item")
     texts = _render(table, _template(table, item_col, item_text), len(ids))
     if not texts:
-        raise DataError(
-            f"no text to encode: no column besides {item_col!r} holds text; "
-            "name one with a text template, e.g. '{title}. {description}'",
-            path=table.path,
-        )
+        raise _no_text(item_col, table.path)
     return ids, texts
+
+
+def parquet_item_template(
+    path: str | Path, *, item_col: str = "item_id", item_text: str | None = None
+) -> TextTemplate:
+    """The text template `read_item_texts` would use for this Parquet items file, found from
+    its schema alone (for readers that take the rows in blocks, elsewhere)."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises many types; all mean "not a readable parquet file"
+        raise DataError(f"cannot read parquet file: {exc}", path=path) from None
+    frame = schema.empty_table().to_pandas()
+    frame.attrs["source"] = str(path)
+    table = _Table.of(frame, "items")
+    table.require(item_col)
+    template = _template(table, item_col, item_text)
+    if template is None:
+        raise _no_text(item_col, table.path)
+    return template
+
+
+def _no_text(item_col: str, path: str | None) -> DataError:
+    return DataError(
+        f"no text to encode: no column besides {item_col!r} holds text; "
+        "name one with a text template, e.g. '{title}. {description}'",
+        path=path,
+    )
 
 
 def from_frames(

@@ -13,7 +13,7 @@ from warmstart.scale.cluster import (
     ray_cluster,
     require_ray,
 )
-from warmstart.scale.encode import EncodeReport, encode_texts
+from warmstart.scale.encode import EncodeReport, encode_items, encode_texts
 
 __all__ = [
     "ENGINES",
@@ -23,6 +23,7 @@ __all__ = [
     "RayExecutor",
     "check_actor_layout",
     "check_engine",
+    "encode_items",
     "encode_texts",
     "executor",
     "map_on_ray",

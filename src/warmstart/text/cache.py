@@ -1,10 +1,10 @@
-"""On-disk embedding cache, so a re-run encodes only texts it has never seen.
+"""Embedding caches: on disk, so a re-run encodes only texts it has never seen, and in memory.
 
-Layout: ``cache_dir / <safe encoder name> / shard-<uuid>.npz``, each shard holding ``keys``
-(hex sha256 of the text, dtype S64), ``vectors`` (float32) and ``encoder`` (the full encoder
-name, checked on load). Each `encode` call writes at most one new shard under a fresh uuid,
-atomically, so concurrent processes never write the same file and readers never see half a
-shard. Unreadable shards are skipped with a warning: a cache may lose entries, never crash.
+`CachedEncoder` keeps its vectors under ``cache_dir / <safe encoder name>``, in the layout
+`warmstart.text.store` describes: Parquet shards written once and atomically (so concurrent
+processes never write the same file and readers never see half a shard), and one
+memory-mapped index over them, so a large cache is looked up, not loaded. Unreadable shards are
+skipped with a warning: a cache may lose entries, never crash.
 """
 
 from __future__ import annotations
@@ -15,17 +15,26 @@ import logging
 import os
 import re
 import threading
-import uuid
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from warmstart._io import write_npz
 from warmstart.text.core import TextEncoder, check_texts, has_text
 from warmstart.text.encoders import get_encoder
+from warmstart.text.store import (
+    KEY_DTYPE,
+    Index,
+    build_index,
+    list_shards,
+    open_index,
+    read_shard,
+    remove_indexes,
+    shard_rows,
+    text_key,
+    write_shard,
+)
 
 __all__ = [
     "CachedEncoder",
@@ -37,8 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_KEY_DTYPE = "S64"  # hex digest: fixed width, and no trailing NUL bytes for numpy to strip
-_SHARD_GLOB = "shard-*.npz"
+INDEX_AFTER = 100_000  # vectors outside the index (in memory) that make a process rebuild it
 
 
 def default_cache_dir() -> Path:
@@ -58,100 +66,135 @@ def _safe_dirname(name: str) -> str:
     return f"{safe[:80]}-{digest}"
 
 
-def _text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest().encode("ascii")
+_text_key = text_key
 
 
 class CachedEncoder:
     """Wraps a `TextEncoder` with a persistent cache; same `name`, `dim` and vectors.
 
-    `hits` and `misses` are cumulative: `misses` counts distinct texts sent to the wrapped
-    encoder, `hits` the other non-empty inputs (served from cache or a duplicate in the same
-    call). Empty texts count as neither: they are zero rows and never cached.
+    Vectors of shards the index covers stay on disk, memory-mapped; those of newer shards are
+    held in memory until there are `index_after` of them, when the process that meets them
+    builds a new index (`index()` builds one at once). `hits` and `misses` are cumulative:
+    `misses` counts distinct texts sent to the wrapped encoder, `hits` the other non-empty
+    inputs (served from cache or a duplicate in the same call). Empty texts count as neither:
+    they are zero rows and never cached.
     """
 
-    def __init__(self, encoder: TextEncoder, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        cache_dir: str | Path | None = None,
+        *,
+        index_after: int = INDEX_AFTER,
+    ) -> None:
         self.encoder = encoder
         self.name: str = encoder.name
         self.dim: int = encoder.dim
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.directory: Path = root / _safe_dirname(self.name)
+        self.index_after = index_after
         self.hits = 0
         self.misses = 0
-        self._vectors: dict[bytes, np.ndarray] = {}
-        self._loaded: set[str] = set()
+        self._index: Index | None = None
+        self._recent: dict[bytes, np.ndarray] = {}  # vectors the index does not hold
+        self._loaded: set[str] = set()  # shards in the index or in `_recent`
+        self._in_recent: set[str] = set()  # shards read (or written) into `_recent`
 
     def __len__(self) -> int:
-        """Number of vectors known in memory (after the last refresh from disk)."""
-        return len(self._vectors)
+        """Vectors this process can look up (as of its last look at the folder)."""
+        return (0 if self._index is None else len(self._index)) + len(self._recent)
 
     def __repr__(self) -> str:
         return f"CachedEncoder({self.encoder!r}, directory={str(self.directory)!r})"
 
-    def _shard_paths(self) -> list[Path]:
-        try:
-            return sorted(self.directory.glob(_SHARD_GLOB))
-        except OSError as exc:
-            logger.warning("cannot list embedding cache %s: %s", self.directory, exc)
-            return []
+    @property
+    def in_memory(self) -> int:
+        """Vectors held in this process's memory rather than mapped from the index."""
+        return len(self._recent)
 
-    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-        """Keys and vectors of one shard, or None (with a warning) if it is unusable."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = np.asarray(z["keys"])
-                vectors = np.asarray(z["vectors"])
-                encoder = str(z["encoder"]) if "encoder" in z.files else None
-        except FileNotFoundError:
-            return None  # removed by a concurrent compact(); its vectors live in the merged shard
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            logger.warning("skipping unreadable embedding cache shard %s: %s", path, exc)
-            return None
-        problem = None
-        if encoder is not None and encoder != self.name:
-            problem = f"written by encoder {encoder!r}, not {self.name!r}"
-        elif keys.dtype != np.dtype(_KEY_DTYPE) or keys.ndim != 1:
-            problem = f"keys have dtype {keys.dtype} and shape {keys.shape}"
-        elif vectors.dtype != np.float32 or vectors.shape != (len(keys), self.dim):
-            problem = f"vectors have dtype {vectors.dtype} and shape {vectors.shape}"
-        if problem is not None:
-            logger.warning("skipping embedding cache shard %s: %s", path, problem)
-            return None
-        return keys, vectors
+    def _use_index(self, index: Index) -> None:
+        self._index = index
+        self._in_recent -= index.shards
+        self._loaded = set(index.shards) | self._in_recent  # what it lacks is read again
+        if self._recent:
+            keys = list(self._recent)
+            held = index.find(np.array(keys, dtype=KEY_DTYPE)) >= 0
+            for key in np.array(keys, dtype=object)[held]:
+                del self._recent[key]
 
     def _refresh(self) -> None:
-        """Load shards not seen yet, including ones other processes wrote since the last call."""
-        for path in self._shard_paths():
-            if path.name in self._loaded:
-                continue
+        """Take up a newer index and the shards it does not cover, including ones other
+        processes wrote since the last call; build an index once too many lie outside it."""
+        current = open_index(self.directory, self.name, self.dim, known=self._index)
+        if current is not None and current is not self._index:
+            self._use_index(current)
+        shards = list_shards(self.directory)
+        new = [p for p in shards if p.name not in self._loaded]
+        if not new:
+            return
+        outside = len(self._recent) + sum(shard_rows(p) for p in new)
+        if outside >= self.index_after and self._build(shards):
+            return
+        for path in new:
             self._loaded.add(path.name)
-            shard = self._read_shard(path)
-            if shard is None:
-                continue
-            keys, vectors = shard
-            for key, vec in zip(keys.tolist(), vectors, strict=True):
-                self._vectors.setdefault(key, vec)
+            self._in_recent.add(path.name)
+            shard = read_shard(path, self.name, self.dim)
+            if shard is not None:
+                for key, vec in zip(shard.keys.tolist(), shard.vectors, strict=True):
+                    self._recent.setdefault(key, vec)
 
-    def _write_shard(
-        self, keys: list[bytes], vectors: np.ndarray, strict: bool = False
-    ) -> Path | None:
-        """Persist new vectors. A failed write only costs re-encoding later, so it warns,
-        unless `strict` (writing them is the caller's whole point): then it raises."""
-        path = self.directory / f"shard-{uuid.uuid4().hex}.npz"
+    def _build(self, shards: list[Path], progress: bool | None = False) -> bool:
+        """Index every shard the current index does not cover; False (warned) if it cannot."""
+        covered = self._index.shards if self._index is not None else frozenset()
+        todo = [p for p in shards if p.name not in covered]
         try:
-            write_npz(
-                path,
-                keys=np.array(keys, dtype=_KEY_DTYPE),
-                vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-                encoder=np.array(self.name),
-            )
+            index = build_index(self.directory, self.name, self.dim, self._index, todo, progress)
         except OSError as exc:
-            if strict:
-                raise
-            logger.warning("cannot write embedding cache shard %s: %s", path, exc)
-            return None
-        self._loaded.add(path.name)
-        return path
+            logger.warning("cannot index embedding cache %s: %s", self.directory, exc)
+            return False
+        self._use_index(index)
+        return True
+
+    def index(self, progress: bool | None = None) -> int:
+        """Put every shard's vectors into one memory-mapped index now, so this and later
+        processes look them up without loading them; returns the vectors it holds.
+        Raises OSError if it cannot write."""
+        self._refresh()
+        shards = list_shards(self.directory)
+        if self._index is None or any(p.name not in self._index.shards for p in shards):
+            covered = self._index.shards if self._index is not None else frozenset()
+            todo = [p for p in shards if p.name not in covered]
+            self._use_index(
+                build_index(self.directory, self.name, self.dim, self._index, todo, progress)
+            )
+        assert self._index is not None  # built just above when there was none
+        return len(self._index)
+
+    def _lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(found, vectors) for distinct keys; rows not found are zero."""
+        found = np.zeros(len(keys), dtype=bool)
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        if self._index is not None and len(self._index) and keys:
+            rows = self._index.find(np.array(keys, dtype=KEY_DTYPE))
+            found = rows >= 0
+            if found.any():
+                out[found] = self._index.vectors[rows[found]]
+        if self._recent:
+            for i in np.flatnonzero(~found).tolist():
+                vec = self._recent.get(keys[i])
+                if vec is not None:
+                    out[i] = vec
+                    found[i] = True
+        return found, out
+
+    def known_keys(self) -> np.ndarray:
+        """Sorted hashes (S64) of every text the cache holds now: what a reader elsewhere
+        needs to skip them."""
+        self._refresh()
+        held = np.array(list(self._recent), dtype=KEY_DTYPE)
+        if self._index is not None:
+            held = np.concatenate([np.asarray(self._index.keys), held])
+        return np.unique(held)
 
     def missing(self, texts: Sequence[str]) -> list[str]:
         """The distinct non-empty texts with no vector in the cache yet (shards other processes
@@ -160,14 +203,21 @@ class CachedEncoder:
         todo: dict[bytes, str] = {}
         for text in check_texts(texts):
             if has_text(text):
-                key = _text_key(text)
-                if key not in self._vectors:
-                    todo.setdefault(key, text)
-        return list(todo.values())
+                todo.setdefault(_text_key(text), text)
+        keys = list(todo)
+        found, _ = self._lookup(keys)
+        return [todo[k] for k, hit in zip(keys, found.tolist(), strict=True) if not hit]
 
-    def add(self, texts: Sequence[str], vectors: np.ndarray) -> Path:
+    def add(
+        self,
+        texts: Sequence[str],
+        vectors: np.ndarray,
+        item_ids: Sequence[str | None] | None = None,
+    ) -> Path:
         """Store vectors of these texts that an encoder of the same name computed elsewhere
-        (another process, a Ray actor), as one new shard. Raises OSError if it cannot write."""
+        (another process, a Ray actor), as one new shard, with the item each came from if
+        given. The vectors are not kept in memory: a later lookup reads them back (or indexes
+        them). Raises OSError if it cannot write."""
         checked = check_texts(texts)
         vecs = np.asarray(vectors, dtype=np.float32)
         if vecs.shape != (len(checked), self.dim):
@@ -178,12 +228,8 @@ class CachedEncoder:
         empty = [i for i, t in enumerate(checked) if not has_text(t)]
         if empty:
             raise ValueError(f"texts[{empty[0]}] is empty: empty texts are zero rows, not cached")
-        keys = [_text_key(t) for t in checked]
-        path = self._write_shard(keys, vecs, strict=True)
-        assert path is not None  # strict: a failed write raised
-        for key, vec in zip(keys, vecs, strict=True):
-            self._vectors.setdefault(key, vec)
-        return path
+        keys = np.array([_text_key(t) for t in checked], dtype=KEY_DTYPE)
+        return write_shard(self.directory, keys, vecs, self.name, item_ids)
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None
@@ -191,60 +237,84 @@ class CachedEncoder:
         """Return vectors in input order, encoding only distinct texts missing from the cache."""
         checked = check_texts(texts)
         out = np.zeros((len(checked), self.dim), dtype=np.float32)
-        keys = [_text_key(t) if has_text(t) else None for t in checked]
-        n_text = sum(k is not None for k in keys)
-        if n_text == 0:
+        slot: dict[bytes, int] = {}
+        rows: list[tuple[int, int]] = []  # (output row, slot of its distinct key)
+        distinct: list[str] = []
+        for row, text in enumerate(checked):
+            if has_text(text):
+                key = _text_key(text)
+                if key not in slot:
+                    slot[key] = len(distinct)
+                    distinct.append(text)
+                rows.append((row, slot[key]))
+        if not rows:
             return out
-        if any(k is not None and k not in self._vectors for k in keys):
+        keys = list(slot)
+        found, vectors = self._lookup(keys)
+        if not found.all():
             self._refresh()  # only then: listing the folder on every call costs ~0.4 ms
-
-        missing: dict[bytes, str] = {}
-        for key, text in zip(keys, checked, strict=True):
-            if key is not None and key not in self._vectors and key not in missing:
-                missing[key] = text
-        if missing:
-            new_keys = list(missing)
+            found, vectors = self._lookup(keys)
+        todo = np.flatnonzero(~found)
+        if len(todo):
             fresh = self.encoder.encode(
-                list(missing.values()), batch_size=batch_size, show_progress=show_progress
+                [distinct[i] for i in todo], batch_size=batch_size, show_progress=show_progress
             )
             fresh = np.asarray(fresh, dtype=np.float32)
-            if fresh.shape != (len(new_keys), self.dim):
+            if fresh.shape != (len(todo), self.dim):
                 raise RuntimeError(
                     f"encoder {self.name!r} returned shape {fresh.shape}, "
-                    f"expected {(len(new_keys), self.dim)}"
+                    f"expected {(len(todo), self.dim)}"
                 )
             fresh = fresh.copy()  # own the memory: callers may mutate what the encoder returned
-            self._write_shard(new_keys, fresh)
+            new_keys = [keys[i] for i in todo]
+            try:
+                path = write_shard(
+                    self.directory, np.array(new_keys, dtype=KEY_DTYPE), fresh, self.name
+                )
+                self._loaded.add(path.name)
+                self._in_recent.add(path.name)
+            except OSError as exc:  # only costs encoding them again later
+                logger.warning("cannot write embedding cache shard in %s: %s", self.directory, exc)
             for key, vec in zip(new_keys, fresh, strict=True):
-                self._vectors[key] = vec
-        self.misses += len(missing)
-        self.hits += n_text - len(missing)
-
-        for row, key in enumerate(keys):
-            if key is not None:
-                out[row] = self._vectors[key]
+                self._recent[key] = vec
+            vectors[todo] = fresh
+        self.misses += len(todo)
+        self.hits += len(rows) - len(todo)
+        at, of = zip(*rows, strict=True)
+        out[list(at)] = vectors[list(of)]
         return out
 
     def compact(self) -> int:
-        """Merge all shards into one (written atomically before the old ones are removed).
+        """Merge all shards into one (written atomically before the old ones are removed) and
+        index it; returns the number of vectors in it. Reads every shard into memory: for a
+        cache too large for that, `index()` is the way to fast lookups.
 
-        Returns the number of vectors in the merged shard. Shards written by other processes
-        after this call starts are left alone, so concurrent writers lose nothing.
+        Shards written by other processes after this call starts are left alone, so concurrent
+        writers lose nothing.
         """
-        self._refresh()
-        merged = [p for p in self._shard_paths() if p.name in self._loaded]
-        if not self._vectors:
+        shards = list_shards(self.directory)
+        parts = [s for p in shards if (s := read_shard(p, self.name, self.dim)) is not None]
+        if not parts:
             return 0
-        keys = list(self._vectors)
-        vectors = np.stack([self._vectors[k] for k in keys])
-        new = self._write_shard(keys, vectors)
-        if new is None:
-            return 0
-        for path in merged:
-            if path != new:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        return len(keys)
+        keys = np.concatenate([part.keys for part in parts])
+        ids = [item for part in parts for item in part.item_ids]
+        _, first = np.unique(keys, return_index=True)
+        first.sort()  # the first copy of each text, in the order the shards had them
+        new = write_shard(
+            self.directory,
+            keys[first],
+            np.concatenate([part.vectors for part in parts])[first],
+            self.name,
+            [ids[i] for i in first],
+        )
+        for path in shards:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        index = build_index(self.directory, self.name, self.dim, None, [new], progress=False)
+        remove_indexes(self.directory, keep={index.name})
+        self._index, self._recent, self._loaded, self._in_recent = None, {}, set(), set()
+        self._use_index(index)
+        return len(index)
 
 
 class FrozenEncoder:

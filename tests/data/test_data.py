@@ -465,6 +465,17 @@ def test_bad_timestamp(tmp_path: Path) -> None:
         tmp_path, interactions="user_id,item_id,ts\nu1,i1,5\nu1,i2,\n", timestamp_col="ts"
     )
     assert_where(err, "interactions.csv", 3, "ts")
+    assert "missing timestamp" in str(err)
+
+
+def test_a_bad_value_among_unix_seconds_is_the_one_blamed(tmp_path: Path) -> None:
+    rows = [f"u{i % 5},i{1 + i % 2},{1_700_000_000 + i}" for i in range(60)]
+    rows[55] = "u0,i1,17000x"  # line 57: the header is line 1
+    err = error_of(
+        tmp_path, interactions="user_id,item_id,ts\n" + "\n".join(rows) + "\n", timestamp_col="ts"
+    )
+    assert_where(err, "interactions.csv", 57, "ts")
+    assert "invalid timestamp '17000x'" in str(err) and "unix seconds" in str(err)
 
 
 def test_errors_in_jsonl_and_parquet_name_the_row(tmp_path: Path) -> None:
@@ -525,3 +536,58 @@ def test_attributes_render_one_way_for_library_and_service() -> None:
     assert render_attributes("{title}", {}) is None
     assert title_of({"title": " "}, "the text") == "the text"
     assert title_of({"title": "Heat"}, "the text") == "Heat"
+
+
+def test_a_dataset_prints_its_counts_not_its_catalogue() -> None:
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["A long title " * 20, None, "C"]})
+    inter = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "c"], "r": [5, 3, 4]})
+    ds = from_frames(inter, items, rating_col="r", name="shop")
+    text = repr(ds)
+    assert text == "Dataset('shop': 2 users, 3 items, 3 interactions (ratings), item text 2/3)"
+    assert str(ds) == text and "long title" not in text
+
+
+def test_items_and_users_files_may_name_their_ids_differently(tmp_path: Path) -> None:
+    inter = write(tmp_path / "inter.csv", "user_id,item_id\nu1,i1\nu2,i2\n")
+    items = write(tmp_path / "items.csv", "asin,title\ni1,A book\ni2,A lamp\n")
+    users = write(tmp_path / "users.csv", "uid,about\nu1,I read\n")
+    ds = from_files(inter, items, users, items_id_col="asin", users_id_col="uid")
+    assert ds.item_ids.to_list() == ["i1", "i2"] and ds.item_text == ("A book", "A lamp")
+    assert ds.user_text[0] == "I read" and "asin" not in ds.item_features.columns
+    with pytest.raises(DataError) as err:
+        from_files(inter, items, items_id_col="sku")
+    assert_where(err.value, "items.csv", None, "sku")
+    with pytest.raises(DataError, match="missing column 'item_id' in the items table"):
+        from_files(inter, items)
+
+
+def test_text_summary_and_the_warnings_a_newcomer_needs() -> None:
+    inter = pd.DataFrame({"user_id": ["u"] * 4, "item_id": ["a", "b", "c", "d"]})
+    short = pd.DataFrame({"item_id": list("abcd"), "title": ["Lamp", "Red lamp", "Chair", "X"]})
+    ds = from_frames(inter, short)
+    assert ds.text_summary("item") == {
+        "with_text": 4,
+        "of": 4,
+        "words_p10": 1.0,
+        "words_median": 1.0,
+        "words_p90": 1.7,
+    }
+    (warning,) = ds.text_warnings()
+    assert "short (median 1 words)" in warning
+    sparse = short.assign(title=["A lamp with a warm light for reading", None, None, None])
+    (warning,) = from_frames(inter, sparse).text_warnings()
+    assert warning.startswith("only 1 of 4 items have text")
+    long = short.assign(title=["a lamp with a warm light for reading"] * 4)
+    assert from_frames(inter, long).text_warnings() == []
+    assert "no item has text" in from_frames(inter).text_warnings()[0]
+
+
+def test_negative_ratings_are_refused_unless_allowed_or_dropped(tmp_path: Path) -> None:
+    text = "user_id,item_id,r\nu1,i1,5\nu1,i2,-1\n"
+    err = error_of(tmp_path, interactions=text, rating_col="r")
+    assert_where(err, "interactions.csv", 3, "r")
+    assert "rating -1 is negative" in str(err) and "--allow-negative-ratings" in str(err)
+    inter = write(tmp_path / "inter.csv", text)
+    kept = from_files(inter, rating_col="r", allow_negative_ratings=True)
+    assert sorted(kept.weights.tolist()) == [-1.0, 5.0]
+    assert from_files(inter, rating_col="r", min_rating=1).n_interactions == 1

@@ -123,6 +123,15 @@ class ModelContract:
         from_json = type(model)(**json.loads(model.config.model_dump_json()))
         assert from_json.config == model.config
 
+    def test_repr_is_short_and_says_what_it_was_fitted_on(
+        self, model: Recommender, data: Synthetic, tmp_path: Path
+    ) -> None:
+        fresh = repr(self.make(tmp_path))
+        assert fresh.startswith(f"{type(model).__name__}(") and "fitted" not in fresh
+        ds = data.dataset
+        assert f"fitted on {ds.n_users:,} users x {ds.n_items:,} items" in repr(model)
+        assert len(repr(model)) < 300
+
     def test_unknown_config_key(self) -> None:
         with pytest.raises(pydantic.ValidationError):
             MODELS[self.model_name](no_such_option=1)

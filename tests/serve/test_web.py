@@ -245,6 +245,40 @@ def test_unknown_liked_item_shows_the_404(browser: webdriver.Chrome, base_url: s
     assert error_box(browser) == ("Error 404", "unknown item id 'no-such-item'")
 
 
+def test_titles_are_shown_the_text_on_a_click_and_stale_results_go_after_an_error(
+    browser: webdriver.Chrome, base_url: str, api: httpx.Client, data: Synthetic
+) -> None:
+    text = data.group_text(1)
+    open_page(browser, base_url)
+    fill(browser, "profile-text", text)
+    browser.find_element(By.ID, "recommend-profile").click()
+    entries = results(browser)
+    body = api.post("/v1/recommendations", json={"text": text, "k": 10}).json()
+    titles = [e.find_element(By.CLASS_NAME, "item-title").text for e in entries]
+    assert titles == [r["title"] for r in body["recommendations"]]
+    assert all(titles) and titles != [str(r["item_id"]) for r in body["recommendations"]]
+
+    first = body["recommendations"][0]
+    entries[0].find_element(By.CLASS_NAME, "item-title").click()
+    shown_text = wait_for(
+        browser,
+        lambda d: (
+            (t := entries[0].find_elements(By.CLASS_NAME, "item-text"))
+            and t[0].text != "Loading..."
+            and t[0].text
+        ),
+    )
+    assert shown_text == api.get(f"/v1/items/{first['item_id']}").json()["text"]
+    entries[0].find_element(By.CLASS_NAME, "item-title").click()
+    assert not entries[0].find_elements(By.CLASS_NAME, "item-text"), "a second click hides it"
+
+    fill(browser, "profile-items", "no-such-item")
+    browser.find_element(By.ID, "recommend-profile").click()
+    assert error_box(browser)[0] == "Error 404"
+    assert not browser.find_element(By.ID, "results").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#result-list > li")
+
+
 def test_liked_items_alone_are_a_profile(
     browser: webdriver.Chrome, base_url: str, api: httpx.Client, data: Synthetic
 ) -> None:

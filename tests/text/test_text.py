@@ -491,3 +491,18 @@ def test_frozen_encoder_ships_known_vectors_and_encodes_the_rest_on_first_need()
     other = FrozenEncoder("hashing-512", 256, ["a"], np.zeros((1, 256), np.float32), "hashing")
     with pytest.raises(ValueError, match="is 'hashing-256' here, but the vectors came from"):
         other.encode(["not shipped"])
+
+
+def test_loading_minilm_draws_no_third_party_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    MiniLMEncoder().encode(["hello"], show_progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled(), "the library's own setting is left as it was"
+
+
+def test_progress_in_a_log_is_written_every_30_seconds_at_most() -> None:
+    from warmstart._progress import LOG_INTERVAL, tqdm
+
+    with tqdm(total=3, disable=False) as bar:  # pytest's stderr is not a terminal
+        assert bar.mininterval == LOG_INTERVAL == 30.0

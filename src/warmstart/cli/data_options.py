@@ -55,6 +55,22 @@ UserColOpt = Annotated[
 ItemColOpt = Annotated[
     str, typer.Option("--item-col", help="item id column", rich_help_panel=PANEL)
 ]
+ItemsIdColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--items-id-col",
+        help="id column of --items, where it is not --item-col",
+        rich_help_panel=PANEL,
+    ),
+]
+UsersIdColOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--users-id-col",
+        help="id column of --users, where it is not --user-col",
+        rich_help_panel=PANEL,
+    ),
+]
 RatingColOpt = Annotated[
     str | None,
     typer.Option("--rating-col", help="rating or weight column", rich_help_panel=PANEL),
@@ -62,6 +78,14 @@ RatingColOpt = Annotated[
 MinRatingOpt = Annotated[
     float | None,
     typer.Option("--min-rating", help="drop ratings below this", rich_help_panel=PANEL),
+]
+AllowNegativeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-negative-ratings",
+        help="keep negative ratings (as negative feedback) instead of refusing them",
+        rich_help_panel=PANEL,
+    ),
 ]
 TimestampColOpt = Annotated[
     str | None, typer.Option("--timestamp-col", help="timestamp column", rich_help_panel=PANEL)
@@ -92,8 +116,11 @@ class DataSpec:
     users: UsersOpt = None
     user_col: UserColOpt = "user_id"
     item_col: ItemColOpt = "item_id"
+    items_id_col: ItemsIdColOpt = None
+    users_id_col: UsersIdColOpt = None
     rating_col: RatingColOpt = None
     min_rating: MinRatingOpt = None
+    allow_negative_ratings: AllowNegativeOpt = False
     timestamp_col: TimestampColOpt = None
     item_text: ItemTextOpt = None
     user_text: UserTextOpt = None
@@ -121,6 +148,9 @@ class DataSpec:
             item_text=self.item_text,
             user_text=self.user_text,
             name=self.interactions.stem,
+            items_id_col=self.items_id_col,
+            users_id_col=self.users_id_col,
+            allow_negative_ratings=self.allow_negative_ratings,
         )
 
     def _load_builtin(self, name: str) -> Dataset:

@@ -89,6 +89,8 @@ def _fit(
         f"[dim]{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
         f"{dataset.n_interactions:,} interactions; fitting {name} ({encoder} encoder)...[/dim]"
     )
+    for warning in dataset.text_warnings():
+        err.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
     start = time.perf_counter()
     with ray_cluster(address) if runner.parallel else contextlib.nullcontext():
         if runner.parallel:
@@ -284,6 +286,9 @@ def _stats(ds: Dataset) -> dict[str, Any]:
         "user_text_template": ds.user_template,
         "example_item_text": next((t for t in ds.item_text if t), None),
         "example_user_text": next((t for t in ds.user_text if t), None),
+        "item_text": ds.text_summary("item"),
+        "user_text": ds.text_summary("user"),
+        "warnings": ds.text_warnings(),
         "load_report": ds.report.to_dict(),
     }
 

@@ -104,6 +104,9 @@ def from_files(
     item_text: str | None = None,
     user_text: str | None = None,
     name: str = "custom",
+    items_id_col: str | None = None,
+    users_id_col: str | None = None,
+    allow_negative_ratings: bool = False,
 ) -> Dataset:
     """Read the tables with `read_table` (so errors name file and line), then `from_frames`."""
     return from_frames(
@@ -118,6 +121,9 @@ def from_files(
         item_text=item_text,
         user_text=user_text,
         name=name,
+        items_id_col=items_id_col,
+        users_id_col=users_id_col,
+        allow_negative_ratings=allow_negative_ratings,
     )
 
 
@@ -177,20 +183,35 @@ def from_frames(
     item_text: str | None = None,
     user_text: str | None = None,
     name: str = "custom",
+    items_id_col: str | None = None,
+    users_id_col: str | None = None,
+    allow_negative_ratings: bool = False,
 ) -> Dataset:
-    """Validate and index interaction, item and user tables into a Dataset (see the module doc)."""
+    """Validate and index interaction, item and user tables into a Dataset (see the module doc).
+
+    The items and users tables name their ids in `item_col` / `user_col` like the
+    interactions, unless `items_id_col` / `users_id_col` say otherwise.
+    """
     inter = _interactions_table(
         interactions, user_col, item_col, rating_col, timestamp_col, min_rating
     )
-    item_tab, user_tab = _side_tables(items, users, item_col, user_col, item_text, user_text)
-    item_template = _template(item_tab, item_col, item_text)
-    user_template = _template(user_tab, user_col, user_text)
+    item_key, user_key = items_id_col or item_col, users_id_col or user_col
+    item_tab, user_tab = _side_tables(items, users, item_key, user_key, item_text, user_text)
+    item_template = _template(item_tab, item_key, item_text)
+    user_template = _template(user_tab, user_key, user_text)
     inter_items = _ids(inter, item_col, "item")
     inter_users = _ids(inter, user_col, "user")
-    item_codes, item_index = _item_index(inter, item_tab, inter_items, item_col)
-    user_codes, user_index, n_profiles = _user_index(user_tab, inter_users, user_col)
+    item_codes, item_index = _item_index(inter, item_tab, inter_items, item_col, item_key)
+    user_codes, user_index, n_profiles = _user_index(user_tab, inter_users, user_key)
     rows = _rows(
-        inter, user_codes, item_codes, len(item_index), rating_col, timestamp_col, min_rating
+        inter,
+        user_codes,
+        item_codes,
+        len(item_index),
+        rating_col,
+        timestamp_col,
+        min_rating,
+        allow_negative_ratings,
     )
 
     n_items, n_users = len(item_index), len(user_index)
@@ -213,8 +234,8 @@ def from_frames(
         timestamps=rows.timestamps,
         item_text=item_texts,
         user_text=user_texts,
-        item_features=_features(item_tab, item_col, n_items),
-        user_features=_features(user_tab, user_col, n_users),
+        item_features=_features(item_tab, item_key, n_items),
+        user_features=_features(user_tab, user_key, n_users),
         item_template=item_template.template if item_template is not None else None,
         user_template=user_template.template if user_template is not None else None,
         has_ratings=rating_col is not None,
@@ -264,7 +285,7 @@ def _side_tables(
 
 
 def _item_index(
-    inter: _Table, item_tab: _Table | None, inter_items: np.ndarray, item_col: str
+    inter: _Table, item_tab: _Table | None, inter_items: np.ndarray, item_col: str, table_col: str
 ) -> tuple[np.ndarray, pd.Index]:
     """Internal item id per interaction, and the external id per internal one.
 
@@ -274,8 +295,8 @@ def _item_index(
     if item_tab is None:
         codes, uniques = pd.factorize(inter_items)
         return codes, pd.Index(uniques)
-    table_items = _ids(item_tab, item_col, "item")
-    _check_unique(item_tab, table_items, item_col, "item")
+    table_items = _ids(item_tab, table_col, "item")
+    _check_unique(item_tab, table_items, table_col, "item")
     table_items, inter_items = _align(table_items, inter_items)
     item_index = pd.Index(table_items)
     item_codes = item_index.get_indexer(inter_items)
@@ -335,9 +356,24 @@ def _rows(
     rating_col: str | None,
     timestamp_col: str | None,
     min_rating: float | None,
+    allow_negative: bool = False,
 ) -> _Rows:
     """Weights and timestamps per interaction; rows below `min_rating` dropped, repeats merged."""
     weights = _weights(inter, rating_col)
+    if not allow_negative:
+        negative = weights < 0
+        if min_rating is not None:
+            negative &= weights >= min_rating  # rows min_rating drops are no one's concern
+        if negative.any():
+            pos = int(np.flatnonzero(negative)[0])
+            raise inter.error(
+                f"rating {weights[pos]:g} is negative; a rating says how "
+                "much a user liked an item: drop low ones with min_rating (--min-rating), or "
+                "keep them as negative feedback with allow_negative_ratings "
+                "(--allow-negative-ratings)",
+                pos,
+                rating_col,
+            )
     timestamps = _timestamps(inter, timestamp_col)
     notes: list[str] = []
     users = np.asarray(user_codes, dtype=np.int64)
@@ -460,12 +496,19 @@ def _timestamps(table: _Table, col: str | None) -> np.ndarray | None:
         raise table.error("timestamps must be numbers or dates, not booleans", 0, col)
     numeric = pd.to_numeric(raw, errors="coerce")
     present = raw.notna().to_numpy()
-    if pd.api.types.is_numeric_dtype(raw.dtype) or bool(numeric.notna().to_numpy()[present].all()):
+    # The first value says what the column holds: one bad value among unix seconds is that
+    # value's error, not a reason to read every other row as a date and blame the first.
+    first = np.flatnonzero(present)
+    if pd.api.types.is_numeric_dtype(raw.dtype) or (
+        len(first) and pd.notna(numeric.iloc[int(first[0])])
+    ):
         values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise table.error(f"missing or invalid timestamp {raw.iloc[pos]!r}", pos, col)
+            value = raw.iloc[pos]
+            what = "missing timestamp" if pd.isna(value) else f"invalid timestamp {value!r}"
+            raise table.error(f"{what}; the column holds unix seconds", pos, col)
         return np.floor(values).astype(np.int64)
     text = raw.astype(object).where(raw.notna(), None)
     with warnings.catch_warnings():  # "could not infer format": we retry per element below

@@ -12,6 +12,8 @@ import scipy.sparse as sp
 from warmstart.data.idmap import IdMap
 from warmstart.data.templates import short_label
 
+SHORT_TEXT_WORDS = 5  # below this median, item texts warn: titles alone, or codes
+
 
 @dataclass(frozen=True)
 class LoadReport:
@@ -78,6 +80,18 @@ class Dataset:
         if self.timestamps is not None:
             self.timestamps.flags.writeable = False
 
+    def __repr__(self) -> str:
+        """Counts, not contents: printing a dataset must not print its catalogue."""
+        parts = [
+            f"{self.n_users:,} users",
+            f"{self.n_items:,} items",
+            f"{self.n_interactions:,} interactions" + (" (ratings)" if self.has_ratings else ""),
+        ]
+        for kind, texts in (("item", self.item_text), ("user", self.user_text)):
+            if texts:
+                parts.append(f"{kind} text {sum(bool(t) for t in texts):,}/{len(texts):,}")
+        return f"Dataset({self.name!r}: {', '.join(parts)})"
+
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
@@ -119,6 +133,42 @@ class Dataset:
         if self.item_text and self.item_text[idx]:
             return short_label(str(self.item_text[idx]))
         return str(self.item_ids.to_external([idx])[0])
+
+    def text_summary(self, kind: str = "item") -> dict[str, Any]:
+        """How much text the `kind` ("item" or "user") entities have: what a text model can
+        learn from. Words are whitespace-separated tokens."""
+        texts = self.item_text if kind == "item" else self.user_text
+        n = self.n_items if kind == "item" else self.n_users
+        words = np.array([len(t.split()) for t in texts if t and t.strip()], dtype=np.int64)
+        summary: dict[str, Any] = {"with_text": len(words), "of": int(n)}
+        if len(words):
+            p10, p50, p90 = np.percentile(words, [10, 50, 90])
+            summary.update(
+                words_p10=round(float(p10), 1),
+                words_median=round(float(p50), 1),
+                words_p90=round(float(p90), 1),
+            )
+        return summary
+
+    def text_warnings(self) -> list[str]:
+        """What a newcomer should know before trusting text-based results on this data."""
+        warnings: list[str] = []
+        s = self.text_summary("item")
+        if s["with_text"] == 0:
+            return [
+                "no item has text: cold items cannot be placed (give --items with a text column)"
+            ]
+        if s["with_text"] < 0.5 * s["of"]:
+            warnings.append(
+                f"only {s['with_text']:,} of {s['of']:,} items have text: the others get no "
+                "text vector, and as cold items only popularity"
+            )
+        if s["words_median"] < SHORT_TEXT_WORDS:
+            warnings.append(
+                f"item texts are short (median {s['words_median']:g} words): text says little "
+                "about an item; add a description or attributes to the template"
+            )
+        return warnings
 
     def with_interactions(self, keep: np.ndarray) -> Dataset:
         """Same users, items and text; only the interactions selected by `keep` (mask or positions)."""

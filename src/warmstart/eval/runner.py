@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
+from warmstart._progress import tqdm
 from warmstart.data.dataset import Dataset
 from warmstart.eval.splits import Segment, Split
 from warmstart.index.exact import topk

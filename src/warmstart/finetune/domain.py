@@ -60,8 +60,9 @@ def adapt_to_domain(
     Trains the tower's trainable parameters in place. Deterministic for a given seed.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import DataCollatorForLanguageModeling
+
+    from warmstart._progress import tqdm
 
     cfg = tower.config
     texts = [t for t in texts if has_text(t)]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from warmstart._io import write_json
+from warmstart._progress import no_third_party_bars
 from warmstart.errors import ConfigError, ModelFormatError
 from warmstart.finetune.config import FineTuneConfig
 from warmstart.text.core import (
@@ -77,7 +78,8 @@ class TextTower:
         self.config = config
         self.model_dir = Path(model_dir) if model_dir is not None else base_model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        base = AutoModel.from_pretrained(str(self.model_dir))
+        with no_third_party_bars():
+            base = AutoModel.from_pretrained(str(self.model_dir))
         self.dim = int(base.config.hidden_size)
         n = len(base.encoder.layer)
         trained = n if config.method == "full" or config.layers is None else config.layers

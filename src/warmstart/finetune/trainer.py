@@ -769,7 +769,7 @@ def _train_epoch(
     progress: bool,
 ) -> list[float]:
     """One pass over the training items, up to the run's last step; the loss of each step."""
-    from tqdm.auto import tqdm
+    from warmstart._progress import tqdm
 
     batches, rng = _epoch_batches(epoch, cfg, objective, objective.data.items, encoding.lengths)
     tower.model.train()

@@ -166,8 +166,12 @@ class Recommender(ABC):
         self._popularity: np.ndarray | None = None
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
-        return f"{type(self).__name__}({args})"
+        """The settings that differ from the defaults, and what it was fitted on."""
+        args = [f"{k}={v!r}" for k, v in self.config.model_dump(exclude_defaults=True).items()]
+        if self._catalogue is not None:
+            cat = self._catalogue
+            args.append(f"fitted on {cat.n_users:,} users x {cat.n_items:,} items")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self: R, dataset: Dataset) -> R:

@@ -165,7 +165,7 @@ class DropoutNetRecommender(TextAware, Recommender):
         warm_items: np.ndarray,
     ) -> list[float]:
         """The DropoutNet loop: per block of users draw top + random targets, then gradient steps."""
-        from tqdm.auto import tqdm
+        from warmstart._progress import tqdm
 
         cfg = self.config
         net = self._net

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
-from tqdm.auto import tqdm
 
+from warmstart._progress import tqdm
 from warmstart.data.dataset import Dataset
 from warmstart.errors import ModelFormatError
 from warmstart.models.arrays import cosine, standardise

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from warmstart.data.templates import render_attributes, title_of
+from warmstart.data.templates import render_attributes, short_label, title_of
 from warmstart.errors import UnknownIdError
 from warmstart.index.ann import VectorIndex
 from warmstart.index.exact import topk
@@ -76,6 +76,9 @@ class NoTextError(ValueError):
         self.index = index
 
 
+ITEM_TEXT_CHARS = 2_000  # an item's text as the service shows it: enough to read, bounded
+
+
 @dataclass(frozen=True)
 class Ranked:
     """A ranked list: external item ids, scores, optional explanations, and how it was routed."""
@@ -84,6 +87,7 @@ class Ranked:
     item_ids: list[Any]
     scores: list[float]
     explanations: list[Explanation] | None = None
+    titles: list[str] = field(default_factory=list)  # what a person reads, one per item
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,16 @@ class Engine:
         if i is None or not (snap or self._snap).is_live(np.array([i]))[0]:
             raise UnknownIdError(f"unknown item id {item_id!r}")
         return i
+
+    def item_info(self, item_id: str) -> tuple[str, str]:
+        """(title, text cut to ITEM_TEXT_CHARS) of a live item; UnknownIdError otherwise."""
+        snap = self._snap
+        i = self.item(item_id, snap)
+        cat = snap.model.catalogue
+        text = cat.item_text[i] if i < len(cat.item_text) else ""
+        if len(text) > ITEM_TEXT_CHARS:
+            text = text[: ITEM_TEXT_CHARS - 3].rstrip() + "..."
+        return short_label(cat.titles[i]), text
 
     def has_item(self, item_id: str) -> bool:
         i = self._item_index.get(item_id)
@@ -633,7 +647,8 @@ class Engine:
         explanations = None
         if explain:
             explanations = m.explain_many(keys, history, scores, user_text, free_text)
-        return Ranked(route, item_ids, [float(s) for s in scores], explanations)
+        titles = [short_label(m.catalogue.titles[int(key)]) for key in keys]
+        return Ranked(route, item_ids, [float(s) for s in scores], explanations, titles)
 
 
 def _search(

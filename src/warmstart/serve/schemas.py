@@ -207,6 +207,12 @@ class EventsOut(_Out):
     duplicates: int  # events whose event_id was already stored
 
 
+class ItemOut(_Out):
+    item_id: str
+    title: str
+    text: str  # the text the model encodes, cut to 2,000 characters ("" if none)
+
+
 class Neighbour(_Out):
     item_id: Any
     title: str
@@ -222,6 +228,7 @@ class ExplanationOut(_Out):
 
 class Recommendation(_Out):
     item_id: Any
+    title: str  # the item's title, else the head of its text, else its id; one line, bounded
     score: float
     explanation: ExplanationOut | None = None
 
@@ -249,6 +256,7 @@ class ProfileIn(_In):
 
 class SimilarItem(_Out):
     item_id: Any
+    title: str
     score: float
 
 

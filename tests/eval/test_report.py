@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from warmstart.eval.report import default_metrics, markdown_table, plot_all
+from warmstart.eval.report import (
+    REFERENCE,
+    _lines,
+    _step_label,
+    _style,
+    _who,
+    default_metrics,
+    markdown_table,
+    plot_all,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODELS = ("warmstart", "als", "popularity")
@@ -211,3 +220,37 @@ def test_fewshot_plot_needs_two_cold_user_steps(tmp_path: Path) -> None:
     written = plot_all(payload, tmp_path / "one")
     assert [p.name for p in written] == ["one-metrics-at-k.png", "one-segments.png"]
     assert plot_all({"protocol": "cold-user", "results": []}, tmp_path / "empty") == []
+
+
+def test_identical_curves_share_one_line_and_random_is_the_reference() -> None:
+    payload = cold_user_payload()
+    for row in list(payload["results"]):
+        if row["model"] == "popularity":  # a twin that every point ties
+            payload["results"].append({**row, "model": "most-rated"})
+        if row["model"] == "als":
+            payload["results"].append({**row, "model": REFERENCE})
+    models = ["warmstart", "als", "popularity", "most-rated", REFERENCE]
+    by = {(r["model"], r["segment"]): r for r in payload["results"]}
+    segments = ["zero-shot", "fewshot-1", "fewshot-3"]
+    lines = _lines(models, lambda m: [(by.get((m, s)), "recall@20") for s in segments])
+    assert lines == [
+        ("warmstart", "warmstart"),
+        ("als = random (reference)", REFERENCE),
+        ("popularity = most-rated", "popularity"),
+    ]
+    assert _style(REFERENCE, {})["linestyle"] == "--"
+
+
+def test_fewshot_ticks_say_how_many_users_stand_behind_each_point() -> None:
+    results = [r for r in cold_user_payload()["results"] if r["segment"] == "fewshot-3"]
+    assert _step_label(3, results) == "3\n80 users"
+
+
+def test_fewshot_plot_says_whether_its_points_are_the_same_users() -> None:
+    by_segment: dict[str, list[dict[str, Any]]] = {}
+    for row in cold_user_payload()["results"]:
+        by_segment.setdefault(row["segment"], []).append(row)
+    steps = [(0, by_segment["zero-shot"]), (1, by_segment["fewshot-1"])]
+    assert _who(steps).startswith("each point stands for its own users")  # 100 and 90
+    same = [(n, [{**r, "n_users": 50} for r in rs]) for n, rs in steps]
+    assert _who(same).startswith("the same users at every point")

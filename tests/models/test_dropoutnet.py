@@ -111,6 +111,6 @@ def test_variants_fit_and_round_trip(
     loaded = Recommender.load(m.save(tmp_path / "m"))
     assert np.array_equal(loaded.recommend(users, k=5).scores, r.scores)
     named = data.items_of(0, cold=False)[:2]
-    assert loaded.recommend_for_profile(item_ids=named, k=3) == m.recommend_for_profile(
+    assert loaded.recommend_for_profile(item_ids=named, k=3).row(0) == m.recommend_for_profile(
         item_ids=named, k=3
-    )
+    ).row(0)

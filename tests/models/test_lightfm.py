@@ -116,7 +116,7 @@ def test_data_without_user_text(data: Synthetic, tmp_path: Path) -> None:
     assert not m.uses_user_text_
     assert m.user_feature_embeddings.shape == (0, m.config.no_components)
     for g in range(len(GROUPS)):
-        got = [i for i, _ in m.recommend_for_profile(text=data.group_text(g, seed=3), k=5)]
+        got = [i for i, _ in m.recommend_for_profile(text=data.group_text(g, seed=3), k=5).row(0)]
         assert data.group_share(got, g) >= QUALITY, (GROUPS[g], got)
     nothing = m.recommend_for_profiles([Profile()], k=ds.n_items)
     pop = m.catalogue.item_counts()[nothing.items[0]]

@@ -47,17 +47,17 @@ def _genre_share(
 def test_english_profiles_get_fitting_genres(ml100k: Dataset, model: WarmStartRecommender) -> None:
     family = model.recommend_for_profile(
         text="I love animated family films and Disney musicals", k=10
-    )
+    ).row(0)
     assert _genre_share(ml100k, model, [i for i, _ in family], {"Animation", "Children's"}) > 0.5
     scifi = model.recommend_for_profile(
         text="Hard science fiction about space exploration and aliens", k=10
-    )
+    ).row(0)
     assert _genre_share(ml100k, model, [i for i, _ in scifi], {"Sci-Fi"}) > 0.5
 
 
 def test_chinese_profile_with_multilingual_encoder(ml100k: Dataset, cache: Path) -> None:
     multi = WarmStartRecommender(encoder="multilingual", cache_dir=cache).fit(ml100k)
-    recs = multi.recommend_for_profile(text="我喜欢科幻电影，特别是太空探险和外星人", k=10)
+    recs = multi.recommend_for_profile(text="我喜欢科幻电影，特别是太空探险和外星人", k=10).row(0)
     assert _genre_share(ml100k, multi, [i for i, _ in recs], {"Sci-Fi"}) > 0.5
 
 
@@ -94,7 +94,7 @@ def test_new_item_recommendable_at_once_and_round_trip(
         ["new-1"],
         texts=["Space Odyssey 2099. Sci-Fi. Astronauts explore a distant galaxy and meet aliens."],
     )
-    recs = loaded.recommend_for_profile(text="science fiction about space and aliens", k=20)
+    recs = loaded.recommend_for_profile(text="science fiction about space and aliens", k=20).row(0)
     assert "new-1" in [i for i, _ in recs]
 
 

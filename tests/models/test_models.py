@@ -179,7 +179,10 @@ class ModelContract:
         users = [*data.warm_users[:12], *sorted(data.cold_user_ids)[:2]]
         batch = model.recommend(users, k=6)
         for j, u in enumerate(users):
-            one = model.recommend_one(u, k=6)
+            one_result = model.recommend_one(u, k=6)
+            assert isinstance(one_result, Recommendations) and len(one_result) == 1
+            assert one_result.routes == (batch.routes[j],)
+            one = one_result.row(0)
             assert_same_top(
                 [i for i, _ in one], [s for _, s in one], batch.item_ids[j], batch.scores[j]
             )
@@ -204,7 +207,7 @@ class ModelContract:
         for j, p in enumerate(profiles):
             one = model.recommend_for_profile(
                 text=p.text, attributes=p.attributes, item_ids=p.item_ids, k=6
-            )
+            ).row(0)
             assert_same_top(
                 [i for i, _ in one], [s for _, s in one], batch.item_ids[j], batch.scores[j]
             )
@@ -255,7 +258,7 @@ class ModelContract:
             pytest.skip(f"{self.model_name} does not fold in visitors")
         for g in range(len(GROUPS)):
             named = data.items_of(g, cold=False)[:3]
-            got = [i for i, _ in model.recommend_for_profile(item_ids=named, k=5)]
+            got = [i for i, _ in model.recommend_for_profile(item_ids=named, k=5).row(0)]
             assert len(got) == 5
             assert data.group_share(got, g) >= QUALITY, (GROUPS[g], got)
 
@@ -263,7 +266,7 @@ class ModelContract:
         if not self.text_aware:
             pytest.skip(f"{self.model_name} does not read text")
         for g in range(len(GROUPS)):
-            got = [i for i, _ in model.recommend_for_profile(text=data.group_text(g), k=5)]
+            got = [i for i, _ in model.recommend_for_profile(text=data.group_text(g), k=5).row(0)]
             assert data.group_share(got, g) >= QUALITY, (GROUPS[g], got)
 
     # ---- cold items, add_items, similar_items --------------------------------------------
@@ -355,7 +358,7 @@ class ModelContract:
 
     def test_explain_profile(self, model: Recommender, data: Synthetic) -> None:
         named = data.items_of(2, cold=False)[:3]
-        top = model.recommend_for_profile(item_ids=named, text=data.group_text(2), k=1)[0][0]
+        top = model.recommend_for_profile(item_ids=named, text=data.group_text(2), k=1).row(0)[0][0]
         e = model.explain_profile(Profile(item_ids=named, text=data.group_text(2)), top)
         assert {n[0] for n in e.neighbours} <= set(named)
         assert e.summary()
@@ -468,7 +471,7 @@ class TestUserKNN(ModelContract):
     def test_one_named_item(self, model: Recommender, data: Synthetic) -> None:
         """A visitor naming one item is served (this once crashed on a sparse product)."""
         recs = model.recommend_for_profile(item_ids=data.items_of(0, cold=False)[:1], k=3)
-        assert len(recs) == 3
+        assert len(recs.row(0)) == 3
 
 
 class TestContentKNN(ModelContract):

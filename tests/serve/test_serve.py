@@ -170,7 +170,7 @@ def test_warm_user_matches_the_model(
     user = data.warm_users_of(0)[0]
     body = client.get(f"/v1/users/{user}/recommendations?k=5", headers=AUTH).json()
     assert body["route"] == "warm"
-    expected = model.recommend_one(user, k=5)
+    expected = model.recommend_one(user, k=5).row(0)
     assert _ids(body) == [i for i, _ in expected]
     np.testing.assert_allclose(
         [r["score"] for r in body["recommendations"]], [s for _, s in expected], rtol=1e-4
@@ -264,7 +264,7 @@ def test_warm_blend_is_served_as_the_model_scores_it(
         for user in data.warm_users[:6]:
             body = c.get(f"/v1/users/{user}/recommendations?k=5", headers=AUTH).json()
             assert body["route"] == "warm"
-            expected = model.recommend_one(user, k=5)
+            expected = model.recommend_one(user, k=5).row(0)
             assert _ids(body) == [i for i, _ in expected]
             np.testing.assert_allclose(
                 [r["score"] for r in body["recommendations"]],

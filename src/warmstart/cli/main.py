@@ -318,7 +318,13 @@ def evaluate(
     ],
     data: DataSpec,
     models: Annotated[
-        str, typer.Option("--models", help="comma-separated models to compare")
+        str,
+        typer.Option(
+            "--models",
+            help="comma-separated models to compare",
+            # Spaced, so a narrow terminal wraps the list instead of cutting it.
+            show_default=", ".join(DEFAULT_MODELS),
+        ),
     ] = ",".join(DEFAULT_MODELS),
     k: Annotated[str, typer.Option("--k", help="cut-offs, comma-separated")] = "10,20,50",
     split: Annotated[

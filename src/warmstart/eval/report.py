@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,16 +194,66 @@ def markdown_table(payload: Mapping[str, Any], metrics: Sequence[str] | None = N
 # --------------------------------------------------------------------------- plots
 
 
+REFERENCE = "random"  # the model drawn as the reference line: what chance alone scores
+
+
 def _colors(models: Sequence[str]) -> dict[str, Any]:
-    """One fixed colour per model, shared by every plot of the run."""
+    """One fixed colour per model, shared by every plot of the run; grey is kept for the
+    reference line (tab10 without its grey, while that is enough)."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if len(models) <= 10 else "tab20"]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
+    drawn = [m for m in models if m != REFERENCE]
+    if len(drawn) <= 9:
+        palette = [colormaps["tab10"](i) for i in range(10) if i != 7]
+    else:
+        palette = [colormaps["tab20"](i) for i in range(20)]
+    colors: dict[str, Any] = {m: palette[i % len(palette)] for i, m in enumerate(drawn)}
+    colors[REFERENCE] = "0.3"
+    return colors
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _lines(
+    models: Sequence[str], points_of: Callable[[str], Sequence[tuple[Result | None, str]]]
+) -> list[tuple[str, str]]:
+    """(legend label, model drawn) per line. Models with the same value at every point would
+    hide each other, so they share one line named "a = b"; the random model, where present, is
+    labelled as the reference."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for i, model in enumerate(models):
+        key: tuple[Any, ...] = tuple(
+            None if r is None else _value(r, metric) for r, metric in points_of(model)
+        )
+        if all(v is None for v in key):
+            key = ("absent", i)
+        groups.setdefault(key, []).append(model)
+    lines = []
+    for group in groups.values():
+        label = " = ".join(group)
+        if REFERENCE in group:
+            label += " (reference)"
+        lines.append((label, REFERENCE if REFERENCE in group else group[0]))
+    return lines
+
+
+def _style(model: str, colors: Mapping[str, Any]) -> dict[str, Any]:
+    """Colour, line and marker of a model's line: each model its own marker, so curves that
+    coincide in one panel stay told apart; the reference dashed."""
+    if model == REFERENCE:
+        return {"color": colors.get(REFERENCE, "0.3"), "linestyle": "--", "marker": "."}
+    marker = _MARKERS[list(colors).index(model) % len(_MARKERS)] if model in colors else "o"
+    return {"color": colors[model], "linestyle": "-", "marker": marker}
 
 
 def _errorbar(
-    ax: Axes, points: Sequence[tuple[float, Result | None, str]], label: str, color: Any
+    ax: Axes,
+    points: Sequence[tuple[float, Result | None, str]],
+    label: str,
+    color: Any,
+    linestyle: str = "-",
+    marker: str = "o",
 ) -> None:
     """One line with markers and asymmetric ci95 bars through (x, result, metric) points.
 
@@ -226,7 +276,8 @@ def _errorbar(
         yerr=[below, above],
         label=label,
         color=color,
-        marker="o",
+        linestyle=linestyle,
+        marker=marker,
         markersize=4,
         capsize=3,
         linewidth=1.5,
@@ -271,16 +322,29 @@ def _plot_metrics_at_k(payload: Mapping[str, Any], path: Path) -> Path | None:
     axes = fig.subplots(2, len(groups), sharex=True, sharey="row", squeeze=False)
     log_x = len(ks) > 1 and max(ks) / min(ks) >= 4
     span = max(ks) - min(ks) or 1
+
+    def result(model: str, results: Sequence[Result]) -> Result | None:
+        return next((r for r in results if str(r.get("model", "")) == model), None)
+
+    lines = _lines(
+        models,
+        lambda m: [
+            (result(m, rs), f"{n}@{k}")
+            for rs in groups.values()
+            for n in ("recall", "ndcg")
+            for k in ks
+        ],
+    )
     for col, (segment, results) in enumerate(groups.items()):
         for row, name in enumerate(("recall", "ndcg")):
             ax = axes[row][col]
-            for i, result in enumerate(results):
-                shift = _dodge(len(results), i, 0.012 if log_x else 0.012 * span)
+            for i, (label, model) in enumerate(lines):
+                shift = _dodge(len(lines), i, 0.012 if log_x else 0.012 * span)
                 points = [
-                    (k * 10**shift if log_x else k + shift, result, f"{name}@{k}") for k in ks
+                    (k * 10**shift if log_x else k + shift, result(model, results), f"{name}@{k}")
+                    for k in ks
                 ]
-                model = str(result.get("model", ""))
-                _errorbar(ax, points, model, colors[model])
+                _errorbar(ax, points, label, **_style(model, colors))
             if log_x:
                 ax.set_xscale("log")
                 ax.minorticks_off()
@@ -322,22 +386,38 @@ def _plot_fewshot(payload: Mapping[str, Any], path: Path) -> Path | None:
     colors = _colors(models)
     ns = [n for n, _ in steps]
     span = max(ns) - min(ns) or 1
-    fig = figure(7.5, 4.5)
+
+    def result(model: str, results: Sequence[Result]) -> Result | None:
+        return next((r for r in results if str(r.get("model", "")) == model), None)
+
+    lines = _lines(models, lambda m: [(result(m, rs), metric) for _, rs in steps])
+    fig = figure(7.5, 4.8)
     ax = fig.subplots()
-    for i, model in enumerate(models):
-        shift = _dodge(len(models), i, 0.012 * span)
-        points = [
-            (n + shift, next((r for r in rs if str(r.get("model", "")) == model), None), metric)
-            for n, rs in steps
-        ]
-        _errorbar(ax, points, model, colors[model])
-    ax.set_xticks(ns, [str(n) for n in ns])
+    for i, (label, model) in enumerate(lines):
+        shift = _dodge(len(lines), i, 0.012 * span)
+        points = [(n + shift, result(model, rs), metric) for n, rs in steps]
+        _errorbar(ax, points, label, **_style(model, colors))
+    ax.set_xticks(ns, [_step_label(n, rs) for n, rs in steps])
     ax.set_xlabel("items revealed per cold user (0 = zero-shot)")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
     _legend(fig, [ax])
-    fig.suptitle(f"{_title(payload)}: {metric} as cold users reveal items (95 % CI)")
+    fig.suptitle(f"{_title(payload)}: {metric} as cold users reveal items (95 % CI)\n{_who(steps)}")
     return save_png(fig, path)
+
+
+def _who(steps: Sequence[tuple[int, Sequence[Result]]]) -> str:
+    """Whom the few-shot points stand for: the same users at every step, or not."""
+    sizes = {rs[0].get("n_users") if rs else None for _, rs in steps}
+    if len(sizes) == 1 and None not in sizes:
+        return "the same users at every point; their first N items revealed are no longer tested"
+    return "each point stands for its own users (how many: under each step)"
+
+
+def _step_label(n: int, results: Sequence[Result]) -> str:
+    """A few-shot step's tick: N revealed, and how many users stand behind the point."""
+    n_users = results[0].get("n_users") if results else None
+    return f"{n}\n{n_users:,} users" if isinstance(n_users, int) else str(n)
 
 
 def _plot_segments(payload: Mapping[str, Any], path: Path) -> Path | None:

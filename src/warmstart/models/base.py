@@ -291,9 +291,10 @@ class Recommender(ABC):
 
     def recommend_one(
         self, user_id: Any, k: int = 10, exclude_seen: bool = True
-    ) -> list[tuple[Any, float]]:
-        """Scalar convenience over `recommend`."""
-        return self.recommend([user_id], k=k, exclude_seen=exclude_seen).row(0)
+    ) -> Recommendations:
+        """Scalar convenience over `recommend`: the same result type, one row
+        (`.row(0)` gives its (item id, score) pairs)."""
+        return self.recommend([user_id], k=k, exclude_seen=exclude_seen)
 
     def recommend_for_profiles(
         self, profiles: Sequence[Profile], k: int = 10, exclude_seen: bool = True
@@ -319,10 +320,11 @@ class Recommender(ABC):
         item_ids: Sequence[Any] | None = None,
         k: int = 10,
         exclude_seen: bool = True,
-    ) -> list[tuple[Any, float]]:
-        """Scalar convenience: top-k for one visitor described by text, attributes and/or items."""
+    ) -> Recommendations:
+        """Scalar convenience: top-k for one visitor described by text, attributes and/or
+        items, as `recommend_for_profiles`'s one-row result."""
         profile = Profile(text=text, attributes=attributes, item_ids=item_ids)
-        return self.recommend_for_profiles([profile], k=k, exclude_seen=exclude_seen).row(0)
+        return self.recommend_for_profiles([profile], k=k, exclude_seen=exclude_seen)
 
     def similar_items(
         self, item_ids: Sequence[Any] | None = None, text: Sequence[str] | None = None, k: int = 10

@@ -506,3 +506,21 @@ def test_progress_in_a_log_is_written_every_30_seconds_at_most() -> None:
 
     with tqdm(total=3, disable=False) as bar:  # pytest's stderr is not a terminal
         assert bar.mininterval == LOG_INTERVAL == 30.0
+
+
+def test_rebuilding_the_index_drops_rows_no_key_points_to(tmp_path: Path) -> None:
+    cache = CachedEncoder(CountingEncoder(), tmp_path)
+    texts = [f"r{i}" for i in range(12)]
+    cache.encode(texts)
+    cache.add(texts[:4], HashingEncoder(32).encode(texts[:4]))  # the same texts again
+    assert cache.index() == 12
+    (first,) = cache.directory.glob("index-*")
+    assert np.load(first / "vectors.npy", mmap_mode="r").shape == (16, 32)  # 4 unused rows
+    cache.encode(["one more"])
+    assert cache.index() == 13
+    (second,) = cache.directory.glob("index-*")
+    assert np.load(second / "vectors.npy", mmap_mode="r").shape == (13, 32)
+    inner = CountingEncoder()
+    got = CachedEncoder(inner, tmp_path).encode([*texts, "one more"])
+    np.testing.assert_array_equal(got, HashingEncoder(32).encode([*texts, "one more"]))
+    assert inner.calls == 0

@@ -258,7 +258,7 @@ def build_index(
     the keys (64 bytes a vector), never all vectors. Raises OSError if it cannot write.
     """
     counts = [shard_rows(p) for p in shards]
-    n_base = 0 if base is None else len(base.vectors)
+    n_base = 0 if base is None else len(base)  # its live rows only: unused ones are not copied
     total = n_base + sum(counts)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"index-{uuid.uuid4().hex}"
@@ -271,10 +271,12 @@ def build_index(
         by_row = np.zeros(total, dtype=KEY_DTYPE)  # b"" marks a row no key will point to
         with progress_bar(total, want_progress(progress, total), "indexing") as bar:
             if base is not None:
+                by_position = np.argsort(base.rows)  # the old rows in file order: reads run forward
+                old_rows = np.asarray(base.rows)[by_position]
                 for start in range(0, n_base, _COPY_ROWS):
                     end = min(start + _COPY_ROWS, n_base)
-                    vectors[start:end] = base.vectors[start:end]
-                by_row[np.asarray(base.rows)] = base.keys
+                    vectors[start:end] = base.vectors[old_rows[start:end]]
+                by_row[:n_base] = np.asarray(base.keys)[by_position]
                 bar.update(n_base)
             offset = n_base
             for path, count in zip(shards, counts, strict=True):
